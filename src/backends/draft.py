@@ -1,0 +1,174 @@
+"""Draft backend: a GGUF run by llama.cpp (llama-cpp-python's low-level API) on the CPU.
+
+The context is made by hand, not through `llama_cpp.Llama`, because the high-level class fixes
+n_seq_max = 1; DuoDecoding decodes several sequences in one `llama_decode` (unified KV cache).
+Logits are read with `llama_get_logits_ith`, since `Llama.scores` is only filled with logits_all.
+"""
+import ctypes
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+
+class DraftLoadError(RuntimeError):
+    pass
+
+
+class VocabMismatchError(ValueError):
+    pass
+
+
+@llama_cpp.llama_log_callback
+def _quiet(level, text, user_data):  # llama.cpp logs every load to stderr; keep errors only
+    if level == 4:  # GGML_LOG_LEVEL_ERROR
+        print(text.decode(errors="replace"), end="")
+
+
+_backend_ready = False
+
+
+def _init_backend():
+    global _backend_ready
+    if not _backend_ready:
+        llama_cpp.llama_log_set(_quiet, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+
+
+class Draft:
+    """Sequences 0..n_seq-1 share one unified KV cache. `lengths[s]` is how many tokens sequence s holds."""
+
+    def __init__(self, path, threads=1, n_ctx=2048, n_seq=8, n_batch=512, kv_f16=False):
+        path = Path(path)
+        if not path.is_file():
+            raise DraftLoadError(f"draft GGUF not found: {path}")
+        _init_backend()
+        mparams = llama_cpp.llama_model_default_params()
+        self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self.model:
+            raise DraftLoadError(f"llama.cpp could not load {path} (not a valid GGUF model?)")
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx, n_batch, n_batch
+        cparams.n_seq_max, cparams.kv_unified = n_seq, True
+        cparams.n_threads = cparams.n_threads_batch = threads
+        if not kv_f16:  # llama.cpp defaults to an f16 KV cache; small drafts afford f32 and agree better
+            cparams.type_k = cparams.type_v = 0  # GGML_TYPE_F32
+        cparams.flash_attn_type = 0  # CPU flash attention rounds through f16: logits drift ~1e-2 from HF
+        self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise DraftLoadError(f"llama.cpp could not create a context for {path}")
+        self.mem = llama_cpp.llama_get_memory(self.ctx)
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx, self.n_seq, self.n_batch = n_ctx, n_seq, n_batch
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, n_seq)
+        self.lengths = [0] * n_seq
+        self.path = path
+
+    def close(self):
+        if getattr(self, "ctx", None):
+            llama_cpp.llama_batch_free(self.batch)
+            llama_cpp.llama_free(self.ctx)
+            llama_cpp.llama_model_free(self.model)
+            self.ctx = None
+
+    def __del__(self):
+        self.close()
+
+    # -- vocabulary -------------------------------------------------------------------------------
+    def token_text(self, token_id):
+        return llama_cpp.llama_vocab_get_text(self.vocab, token_id).decode("utf-8", errors="replace")
+
+    @property
+    def bos_token_id(self):
+        return llama_cpp.llama_vocab_bos(self.vocab)
+
+    @property
+    def eos_token_id(self):
+        return llama_cpp.llama_vocab_eos(self.vocab)
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def decode(self, rows):
+        """Decode rows of (token, seq_id, want_logits) in one `llama_decode`.
+
+        Each token goes at the end of its sequence. Returns the logits of the rows that asked for
+        them, in order, as an (n, vocab) float32 array.
+        """
+        if len(rows) > self.n_batch:
+            out = [self.decode(rows[i:i + self.n_batch]) for i in range(0, len(rows), self.n_batch)]
+            return np.concatenate(out)
+        b = self.batch
+        for i, (token, seq, want) in enumerate(rows):
+            if self.lengths[seq] >= self.n_ctx:
+                raise ValueError(f"draft context full ({self.n_ctx} tokens)")
+            b.token[i], b.pos[i], b.n_seq_id[i] = token, self.lengths[seq], 1
+            b.seq_id[i][0], b.logits[i] = seq, bool(want)
+            self.lengths[seq] += 1
+        b.n_tokens = len(rows)
+        rc = llama_cpp.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+        out = [np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,)).copy()
+               for i, (_, _, want) in enumerate(rows) if want]
+        return np.stack(out) if out else np.empty((0, self.n_vocab), np.float32)
+
+    def eval(self, tokens, seq=0, all_logits=False):
+        """Append tokens to one sequence; return the logits of the last one (or of all)."""
+        rows = [(t, seq, all_logits or i == len(tokens) - 1) for i, t in enumerate(tokens)]
+        logits = self.decode(rows)
+        return logits if all_logits else logits[-1]
+
+    def rollback(self, length, seq=0):
+        """Keep the first `length` tokens of a sequence."""
+        if length < self.lengths[seq]:
+            llama_cpp.llama_memory_seq_rm(self.mem, seq, length, -1)
+            self.lengths[seq] = length
+
+    def clear(self):
+        llama_cpp.llama_memory_clear(self.mem, True)
+        self.lengths = [0] * self.n_seq
+
+    def fork(self, src, dst, length=None):
+        """Make sequence dst a copy of the first `length` tokens of src (memory sequence ops, no state copy)."""
+        length = self.lengths[src] if length is None else length
+        llama_cpp.llama_memory_seq_rm(self.mem, dst, -1, -1)
+        llama_cpp.llama_memory_seq_cp(self.mem, src, dst, 0, length)
+        self.lengths[dst] = length
+
+    def keep_only(self, seq):
+        """Keep sequence `seq` as sequence 0 and drop all others."""
+        if seq != 0:
+            self.fork(seq, 0)
+        llama_cpp.llama_memory_seq_keep(self.mem, 0)
+        self.lengths = [self.lengths[0]] + [0] * (self.n_seq - 1)
+
+
+def top_k_logprobs(logits, k):
+    """The k most likely token ids and their log-probabilities, best first."""
+    logits = np.asarray(logits, dtype=np.float64)
+    logp = logits - logits.max()
+    logp -= np.log(np.exp(logp).sum())
+    ids = np.argpartition(-logp, min(k, len(logp) - 1))[:k]
+    ids = ids[np.argsort(-logp[ids], kind="stable")]
+    return ids, logp[ids]
+
+
+def check_vocab(draft, tokenizer, n_samples=64):
+    """Refuse a draft whose vocabulary differs from the target tokenizer's: size, BOS/EOS, token strings."""
+    name = f"draft {draft.path.name}"
+    problems = []
+    if draft.n_vocab != len(tokenizer):
+        problems.append(f"vocabulary size {draft.n_vocab} != target tokenizer's {len(tokenizer)}")
+    for what, d_id, t_id in (("BOS", draft.bos_token_id, tokenizer.bos_token_id),
+                             ("EOS", draft.eos_token_id, tokenizer.eos_token_id)):
+        if t_id is not None and d_id != t_id:
+            problems.append(f"{what} id {d_id} != target's {t_id}")
+    n = min(draft.n_vocab, len(tokenizer))
+    for i in sorted(set(np.linspace(0, n - 1, n_samples).astype(int).tolist())):
+        d, t = draft.token_text(i), tokenizer.convert_ids_to_tokens(i)
+        if t is not None and d != t:
+            problems.append(f"token {i} is {d!r} in the draft but {t!r} in the target")
+            break
+    if problems:
+        raise VocabMismatchError(f"{name} does not match the target's tokenizer: " + "; ".join(problems))

@@ -1,0 +1,119 @@
+"""Target backend: an HF causal LM with a transformers DynamicCache that the methods extend and roll back."""
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+def pick_device(device=None):
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_tokenizer(path):
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+class Target:
+    """One sequence at a time. `forward` appends tokens to the cache and returns their logits (fp32).
+
+    Optional `position_ids` and a 4-D `attention_mask` (1, 1, q, cached + q; True = may attend) let a
+    method verify a token tree in one forward.
+    """
+
+    def __init__(self, path, device=None, dtype=None, threads=None, device_map=None):
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"target model not found: {path} has no config.json")
+        if device_map is None:
+            self.device = pick_device(device)
+        else:
+            self.device = None
+        if threads and (self.device is None or self.device.type == "cpu"):
+            torch.set_num_threads(threads)
+        on_gpu = (self.device is not None and self.device.type == "cuda") or device_map is not None
+        self.dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
+        try:
+            self.config = AutoConfig.from_pretrained(str(path))
+            self.tokenizer = load_tokenizer(path)
+            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype, device_map=device_map)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ModelLoadError(f"cannot load target model from {path}: {e}") from e
+        if device_map is None:
+            self.model.to(self.device)
+        else:  # inputs go where the embeddings live
+            self.device = self.model.get_input_embeddings().weight.device
+        self.model.eval()
+        self.max_length = getattr(self.config, "max_position_embeddings", None)
+        self.cache = None
+        self.path = path
+
+    @property
+    def eos_token_id(self):
+        return self.tokenizer.eos_token_id
+
+    @property
+    def length(self):
+        return self.cache.get_seq_length() if self.cache is not None else 0
+
+    def reset(self):
+        self.cache = DynamicCache(config=self.model.config)
+
+    @torch.inference_mode()
+    def forward(self, tokens, position_ids=None, attention_mask=None):
+        """Append `tokens` (list or 1-D tensor) to the cache; return their logits, shape (n, vocab), fp32."""
+        ids = torch.as_tensor(tokens, dtype=torch.long, device=self.device).view(1, -1)
+        kwargs = {}
+        if position_ids is not None:
+            kwargs["position_ids"] = torch.as_tensor(position_ids, device=self.device).view(1, -1)
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask.to(self.device)
+        out = self.model(input_ids=ids, cache=self.cache, use_cache=True, **kwargs)
+        return out.logits[0].float()
+
+    def prefill(self, tokens):
+        """Reset the cache and run the prompt; return the logits of its last position."""
+        self.reset()
+        return self.forward(tokens)[-1]
+
+    def rollback(self, length):
+        """Keep the first `length` cached positions."""
+        drop = self.length - length
+        if drop > 0:
+            self.cache.crop(-drop)
+
+    def keep(self, positions):
+        """Keep only the cached positions listed (e.g. the prefix plus an accepted tree path)."""
+        idx = torch.as_tensor(positions, dtype=torch.long)
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(2, idx.to(layer.keys.device))
+            layer.values = layer.values.index_select(2, idx.to(layer.values.device))
+
+    def verify_tree(self, tokens, parents):
+        """Run a token tree after the cache in one forward and return its logits (n, vocab).
+
+        `parents[i]` is the index of token i's parent in `tokens`, or -1 when its parent is the
+        last cached token. Each token sees the cached prefix and its own ancestors, at position
+        prefix + depth. Afterwards the cache holds every node; call `keep` with the accepted path.
+        """
+        n, prefix = len(tokens), self.length
+        depth, mask = [0] * n, torch.zeros(n, prefix + n, dtype=torch.bool)
+        mask[:, :prefix] = True
+        for i, p in enumerate(parents):
+            if p >= i:
+                raise ValueError("tree nodes must come after their parents")
+            depth[i] = 0 if p < 0 else depth[p] + 1
+            if p >= 0:
+                mask[i, prefix:] = mask[p, prefix:]
+            mask[i, prefix + i] = True
+        positions = [prefix + d for d in depth]
+        return self.forward(tokens, position_ids=positions, attention_mask=mask[None, None])
+
+
+def model_max_length(path):
+    return getattr(AutoConfig.from_pretrained(str(path)), "max_position_embeddings", None)

@@ -1,0 +1,91 @@
+"""Benchmarks and question files (Spec-Bench format, HumanEval format, the demo prompts)."""
+import json
+import os
+from pathlib import Path
+
+from src.utils import ROOT
+
+SPEC_BENCH = ["mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag"]
+BENCHES = {name: [name] for name in SPEC_BENCH}
+# MT-bench questions carry MT-bench's own categories; Spec-Bench reports them together as mt_bench
+MT_BENCH_CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
+BENCHES.update({"spec_bench": SPEC_BENCH, "humaneval": ["humaneval"], "demo": ["code", "code-cont"]})
+
+
+class QuestionFileError(ValueError):
+    pass
+
+
+def specbench_dir():
+    """Where the Spec-Bench and HumanEval files are: $SPECBENCH_DIR, ../shared/data/specbench, or data/specbench."""
+    for d in (os.environ.get("SPECBENCH_DIR"), ROOT.parent / "shared/data/specbench", ROOT / "data/specbench"):
+        if d and Path(d).is_dir():
+            return Path(d)
+    raise FileNotFoundError("no Spec-Bench data found: run `python data/download_specbench.py`, "
+                            "set SPECBENCH_DIR, or pass --question-file")
+
+
+def default_files(bench):
+    if bench == "demo":
+        return [ROOT / "data/demo/questions.jsonl"]
+    d = specbench_dir()
+    combined = d / "question.jsonl"
+    files = []
+    for cat in BENCHES[bench]:
+        f = d / f"{cat}.jsonl"
+        files.append(f if f.exists() or not combined.exists() else combined)
+    return list(dict.fromkeys(files))
+
+
+def normalise(record, where):
+    """A Spec-Bench question as is; a HumanEval task becomes one with its prompt as the only turn."""
+    if "task_id" in record and "prompt" in record:
+        return {"question_id": int(str(record["task_id"]).rsplit("/", 1)[-1]), "category": "humaneval",
+                "turns": [record["prompt"]]}
+    if "question_id" not in record or "turns" not in record:
+        raise QuestionFileError(f"{where}: a question needs 'question_id' and 'turns' (or HumanEval's "
+                                f"'task_id' and 'prompt')")
+    turns = record["turns"]
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+        raise QuestionFileError(f"{where}: 'turns' must be a non-empty list of strings")
+    category = record.get("category", "unknown")
+    if category in MT_BENCH_CATEGORIES:
+        return {"question_id": record["question_id"], "category": "mt_bench", "subcategory": category,
+                "turns": turns}
+    return {"question_id": record["question_id"], "category": category, "turns": turns}
+
+
+def load_questions(path):
+    path = Path(path)
+    if not path.is_file():
+        raise QuestionFileError(f"question file not found: {path}")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise QuestionFileError(f"{where}: malformed JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise QuestionFileError(f"{where}: expected a JSON object")
+            out.append(normalise(record, where))
+    ids = [q["question_id"] for q in out]
+    if len(set(ids)) != len(ids):
+        raise QuestionFileError(f"{path}: duplicate question ids")
+    return out
+
+
+def questions_for(bench=None, question_file=None):
+    """The questions of a bench (from its default files or from `question_file`), in file order."""
+    if bench is not None and bench not in BENCHES:
+        raise QuestionFileError(f"unknown bench {bench!r}; choose from {', '.join(BENCHES)}")
+    files = [question_file] if question_file else default_files(bench)
+    questions = [q for f in files for q in load_questions(f)]
+    if bench:
+        questions = [q for q in questions if q["category"] in BENCHES[bench]]
+    if not questions:
+        raise QuestionFileError(f"no questions for bench {bench!r} in {', '.join(map(str, files))}")
+    return questions

@@ -1,0 +1,72 @@
+"""Compare an answer file against a baseline's, per category and overall (Spec-Bench's formula).
+
+    python -m src.eval.speed --file-path METHOD.jsonl --base-path AR.jsonl [--json]
+
+Speed of a question = Σ new_tokens / Σ wall_time over its turns; a file's speed is the mean over its
+questions; speedup = method speed / baseline speed. Mean accepted tokens pools every target forward.
+"""
+import argparse
+import json
+import statistics
+import sys
+
+from src.eval.answers import AnswerFileError, load
+
+
+def figures(records):
+    speeds, accepts, ttfts = [], [], []
+    for r in records:
+        c = r["choices"][0]
+        speeds.append(sum(c["new_tokens"]) / max(sum(c["wall_time"]), 1e-12))
+        accepts.extend(c.get("accept_lengths", []))
+        ttfts.extend(c.get("ttft", []) or [])
+    return {"questions": len(records), "tokens_per_s": statistics.fmean(speeds) if speeds else 0.0,
+            "mean_accepted": statistics.fmean(accepts) if accepts else 0.0,
+            "ttft_s": statistics.fmean(ttfts) if ttfts else 0.0}
+
+
+def compare(method_records, base_records):
+    """{category: figures with speedup and TTFT ratio}, plus "overall"; only questions both files answered."""
+    base_ids = {r["question_id"] for r in base_records}
+    method_records = [r for r in method_records if r["question_id"] in base_ids]
+    ids = {r["question_id"] for r in method_records}
+    base_records = [r for r in base_records if r["question_id"] in ids]
+    cats = sorted({r["category"] for r in method_records})
+    out = {}
+    for cat in cats + ["overall"]:
+        pick = (lambda r: True) if cat == "overall" else (lambda r, c=cat: r["category"] == c)
+        m, b = figures([r for r in method_records if pick(r)]), figures([r for r in base_records if pick(r)])
+        m["speedup"] = m["tokens_per_s"] / b["tokens_per_s"] if b["tokens_per_s"] else 0.0
+        m["ttft_ratio"] = m["ttft_s"] / b["ttft_s"] if b["ttft_s"] else 0.0
+        m["base_tokens_per_s"] = b["tokens_per_s"]
+        out[cat] = m
+    return out
+
+
+def table(result, title=None):
+    head = f"{'category':<16}{'n':>4}{'tok/s':>10}{'base tok/s':>12}{'speedup':>9}{'accepted':>10}" \
+           f"{'TTFT ms':>9}{'TTFT x':>8}"
+    lines = [title] if title else []
+    lines += [head, "-" * len(head)]
+    for cat, f in result.items():
+        lines.append(f"{cat:<16}{f['questions']:>4}{f['tokens_per_s']:>10.1f}{f['base_tokens_per_s']:>12.1f}"
+                     f"{f['speedup']:>9.2f}{f['mean_accepted']:>10.2f}{f['ttft_s'] * 1000:>9.1f}"
+                     f"{f['ttft_ratio']:>8.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--file-path", required=True, help="the method's answers")
+    ap.add_argument("--base-path", required=True, help="the baseline's (AR) answers")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = ap.parse_args(argv)
+    try:
+        result = compare(load(args.file_path), load(args.base_path))
+    except (AnswerFileError, KeyError) as e:
+        sys.exit(f"error: {e}")
+    print(json.dumps(result) if args.json else table(result, f"{args.file_path} vs {args.base_path}"))
+
+
+if __name__ == "__main__":
+    main()

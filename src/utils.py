@@ -1,0 +1,56 @@
+"""Model registry: edit the paths below to point at your models.
+
+Any entry can be overridden without editing this file:
+  - on the command line, by passing a path instead of a name (--target /models/llama-2-7b-hf);
+  - by an environment variable DUODEC_MODEL_<NAME> (upper case, '-' and '.' as '_'),
+    e.g. DUODEC_MODEL_LLAMA_2_7B=/models/llama-2-7b-hf.
+
+`template` picks the fschat conversation template used to build prompts ("raw" = the text as is).
+"""
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = Path(os.environ.get("DUODEC_MODELS_DIR", "/models"))
+
+MODELS = {
+    # the upstream DuoDecoding set-up
+    "llama-2-7b": {"path": MODELS_DIR / "Llama-2-7b-chat-hf", "template": "llama-2"},
+    "vicuna-7b-v1.5": {"path": MODELS_DIR / "vicuna-7b-v1.5", "template": "vicuna_v1.1"},
+    "vicuna-68m": {"path": MODELS_DIR / "vicuna-68m", "template": "vicuna_v1.1"},
+    "vicuna-68m-gguf": {"path": MODELS_DIR / "vicuna-68m-q5_k_m.gguf"},
+    # the bundled demo pair (python -m src.tools.train_demo_pair rebuilds it)
+    "demo-target": {"path": ROOT / "data/models/demo-target", "template": "raw"},
+    "demo-draft": {"path": ROOT / "data/models/demo-draft", "template": "raw"},
+    "demo-draft-gguf": {"path": ROOT / "data/models/demo-draft.gguf"},
+}
+
+REST_DATASTORES = {
+    "demo-target": ROOT / "data/rest/demo.idx",
+}
+
+
+class ModelNotFound(FileNotFoundError):
+    pass
+
+
+def env_name(name):
+    return "DUODEC_MODEL_" + name.upper().replace("-", "_").replace(".", "_")
+
+
+def resolve(name_or_path, flag="--target"):
+    """A registry name or a path -> (path, entry). One clear error when it does not exist."""
+    if name_or_path in MODELS:
+        entry = dict(MODELS[name_or_path])
+        path = Path(os.environ.get(env_name(name_or_path), entry["path"]))
+        if not path.exists():
+            raise ModelNotFound(
+                f"model {name_or_path!r} is registered at {path}, which does not exist. Edit its path in "
+                f"src/utils.py, set {env_name(name_or_path)}=/path/to/model, or pass {flag} /path/to/model.")
+        entry["path"] = path
+        return path, entry
+    path = Path(name_or_path)
+    if not path.exists():
+        raise ModelNotFound(f"{flag} {name_or_path!r} is neither a registered model name "
+                            f"({', '.join(MODELS)}) nor an existing path.")
+    return path, {"path": path}

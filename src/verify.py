@@ -1,0 +1,99 @@
+"""Verification and sampling math shared by every method: pure functions on probability tensors.
+
+Greedy decoding is the special case temperature = 0, where `logits_to_probs` returns one-hot rows;
+every rule below then accepts exactly the tokens that equal the target's argmax.
+"""
+import torch
+
+
+def logits_to_probs(logits, temperature=0.0, top_k=0, top_p=1.0):
+    """Next-token distributions (rows of `logits`) after temperature, top-k and top-p."""
+    logits = logits.float()
+    if temperature <= 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, -1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        # drop a token when the tokens ranked above it already reach top_p
+        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p
+        probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def sample(probs, gen=None):
+    return int(torch.multinomial(probs.float(), 1, generator=gen).item())
+
+
+def uniform(gen=None):
+    return float(torch.rand((), generator=gen, device=gen.device if gen is not None else "cpu").item())
+
+
+def rejection_step(p, q):
+    """Leviathan et al.: a token x drafted by sampling q is accepted with min(1, p(x)/q(x));
+    on rejection the target samples from normalise(max(0, p - q)). Returns (accept, residual)."""
+    accept = torch.where(q > 0, (p / q.clamp_min(1e-30)).clamp(max=1.0), torch.zeros_like(p))
+    residual = (p - q).clamp_min(0)
+    mass = residual.sum()
+    return accept, (residual / mass if mass > 0 else p)
+
+
+def candidate_step(p, candidates):
+    """Deterministic sibling candidates c1, c2, ... tried in order: c_i is accepted with its probability
+    under p with the earlier candidates removed and renormalised; after the last, the residual is what
+    remains. Returns (acceptance probability of each candidate given the earlier were rejected, residual).
+    The output is then distributed exactly as p, whatever the candidates."""
+    residual, accept = p.clone(), []
+    for c in candidates:
+        mass = residual.sum()
+        accept.append(float(residual[c] / mass) if mass > 0 else 0.0)
+        residual[c] = 0
+    mass = residual.sum()
+    return accept, (residual / mass if mass > 0 else p)
+
+
+def accept_candidates(p, candidates, gen=None):
+    """Try the candidates against p; return (index of the accepted one or None, next token)."""
+    accept, residual = candidate_step(p, candidates)
+    for i, a in enumerate(accept):
+        if uniform(gen) < a:
+            return i, candidates[i]
+    return None, sample(residual, gen)
+
+
+def verify_chain(draft_tokens, p_rows, gen=None, q_rows=None):
+    """Verify a drafted chain. p_rows[i] is the target's distribution for draft position i (one more row
+    than tokens, for the bonus token). With q_rows the drafts were sampled from q (rejection rule);
+    without, they are deterministic candidates. Returns (number accepted, next token)."""
+    for i, tok in enumerate(draft_tokens):
+        if q_rows is None:
+            hit, nxt = accept_candidates(p_rows[i], [tok], gen)
+            if hit is None:
+                return i, nxt
+        else:
+            accept, residual = rejection_step(p_rows[i], q_rows[i])
+            if not uniform(gen) < float(accept[tok]):
+                return i, sample(residual, gen)
+    return len(draft_tokens), sample(p_rows[len(draft_tokens)], gen)
+
+
+def verify_tree(tokens, parents, root_p, node_p, gen=None):
+    """Walk a tree of deterministic candidates. `parents[i]` is -1 for children of the root. `root_p` is
+    the target's distribution after the verified prefix, `node_p[i]` after node i. Returns
+    (accepted path as node indices, next token)."""
+    children = {}
+    for i, par in enumerate(parents):
+        children.setdefault(par, []).append(i)
+    path, node, p = [], -1, root_p
+    while True:
+        kids = children.get(node, [])
+        hit, nxt = accept_candidates(p, [tokens[k] for k in kids], gen)
+        if hit is None:
+            return path, nxt
+        node = kids[hit]
+        path.append(node)
+        p = node_p[node]

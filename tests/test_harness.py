@@ -1,0 +1,131 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from src.backends.target import Target
+from src.eval import answers
+from src.eval.inference import main as inference_main, run_eval
+from src.eval.prompts import PromptError, build_prompt
+from src.eval.questions import QuestionFileError, load_questions, questions_for
+from src.eval.speed import compare, main as speed_main
+from src.model.autoregressive import generate
+from src.model.base import Sampling
+from tests.conftest import ROOT, SHARED, write_jsonl
+
+QS = [{"question_id": i, "category": "code", "turns": [f"def f{i}(x):\n"]} for i in range(1, 6)]
+
+
+def ar_forward(target):
+    return lambda ids, n, s, g: generate(target, ids, n, s, g)
+
+
+def test_writes_lines_and_resumes_after_crash(tiny, tmp_path):
+    t = Target(tiny["target"])
+    out = tmp_path / "a.jsonl"
+    calls = []
+
+    def crashing(ids, n, s, g):
+        calls.append(1)
+        if len(calls) == 4:  # warm-up + 2 answers, then the "crash"
+            raise KeyboardInterrupt
+        return generate(t, ids, n, s, g)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(crashing, QS, t.tokenizer, out, "m", max_new_tokens=8)
+    with open(out, "a") as f:
+        f.write('{"question_id": 3, "categ')  # a torn line, as a kill mid-write leaves
+    assert len(answers.repair(out)) == 2
+    n = run_eval(ar_forward(t), QS, t.tokenizer, out, "m", max_new_tokens=8)
+    assert n == 3
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert sorted(r["question_id"] for r in lines) == [1, 2, 3, 4, 5]
+    for r in lines:
+        c = r["choices"][0]
+        assert set(c) >= {"index", "turns", "new_tokens", "wall_time", "accept_lengths", "decoding_steps",
+                          "token_ids", "ttft", "settings"}
+        assert c["new_tokens"][0] == len(c["token_ids"][0]) <= 8
+        assert {"question_id", "category", "answer_id", "model_id", "tstamp"} <= set(r)
+    assert run_eval(ar_forward(t), QS, t.tokenizer, out, "m", max_new_tokens=8) == 0
+
+
+def test_malformed_middle_line_is_an_error(tmp_path):
+    out = tmp_path / "a.jsonl"
+    out.write_text('{"question_id": 1}\nnot json\n{"question_id": 2}\n')
+    with pytest.raises(answers.AnswerFileError, match=":2:"):
+        answers.repair(out)
+
+
+def test_malformed_question_file_names_the_line(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"question_id": 1, "turns": ["a"]}\n{"question_id": 2, "turns": [\n')
+    with pytest.raises(QuestionFileError, match=r"q.jsonl:2: malformed JSON"):
+        load_questions(f)
+    f.write_text('{"question_id": 1, "turns": []}\n')
+    with pytest.raises(QuestionFileError, match=":1:"):
+        load_questions(f)
+
+
+def test_empty_and_overlong_prompts(tiny, tmp_path):
+    t = Target(tiny["target"])
+    bad = [{"question_id": 1, "category": "x", "turns": ["   "]}]
+    with pytest.raises(PromptError, match="empty prompt"):
+        run_eval(ar_forward(t), bad, t.tokenizer, tmp_path / "a.jsonl", "m", max_new_tokens=4, warmup=0)
+    long = [{"question_id": 1, "category": "x", "turns": ["x = 1\n" * 400]}]
+    with pytest.raises(PromptError, match="exceeds the target's context of 512"):
+        run_eval(ar_forward(t), long, t.tokenizer, tmp_path / "b.jsonl", "m", max_new_tokens=4,
+                 max_length=t.max_length, warmup=0)
+
+
+def test_spec_bench_files_and_templates():
+    if not SHARED.is_dir():
+        pytest.skip("../shared/data/specbench not present")
+    qs = questions_for("spec_bench")
+    assert len(qs) == 480 and {q["category"] for q in qs} == {
+        "mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag"}
+    assert all(len(q["turns"]) == 2 for q in qs if q["category"] == "mt_bench")
+    he = questions_for("humaneval")
+    assert len(he) == 164 and he[0]["question_id"] == 0
+    p2 = build_prompt("vicuna_v1.1", ["Hi?", "More?"], ["Hello."])
+    assert p2.index("Hi?") < p2.index("Hello.") < p2.index("More?") and p2.rstrip().endswith("ASSISTANT:")
+    assert "[INST]" in build_prompt("llama-2", ["Hi?"], [])
+
+
+def test_cli_humaneval_three_lines_and_speed_one(tiny, tmp_path, capsys):
+    if not SHARED.is_dir():
+        pytest.skip("../shared/data/specbench not present")
+    out = tmp_path / "a.jsonl"
+    inference_main(["--method", "ar", "--bench", "humaneval", "--question-file", str(SHARED / "humaneval.jsonl"),
+                    "--target", str(tiny["target"]), "--limit", "3", "--answer-file", str(out),
+                    "--max-new-tokens", "16"])
+    assert len(out.read_text().splitlines()) == 3
+    capsys.readouterr()
+    speed_main(["--file-path", str(out), "--base-path", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert res["overall"]["speedup"] == pytest.approx(1.0)
+
+
+def test_cli_clear_errors(tmp_path):
+    def run(*args):
+        p = subprocess.run([sys.executable, "-m", "src.eval.inference", *args], cwd=ROOT, capture_output=True,
+                           text=True)
+        assert p.returncode != 0
+        return p.stderr.strip().splitlines()[-1]
+    q = write_jsonl(tmp_path / "q.jsonl", QS)
+    assert "src/utils.py" in run("--target", "llama-2-7b", "--question-file", str(q), "--answer-file", "x")
+    assert "not implemented" in run("--method", "lookahead", "--question-file", str(q), "--answer-file", "x") \
+        or "unknown method" in run("--method", "lookahead", "--question-file", str(q), "--answer-file", "x")
+
+
+def test_speed_formula_on_hand_made_files(tmp_path):
+    def rec(qid, cat, toks, times, acc=(1,)):
+        return {"question_id": qid, "category": cat, "choices": [
+            {"index": 0, "turns": ["x"] * len(toks), "new_tokens": toks, "wall_time": times,
+             "accept_lengths": list(acc), "decoding_steps": [1], "ttft": [0.1]}]}
+    base = [rec(1, "a", [10], [1.0]), rec(2, "b", [20, 20], [1.0, 1.0])]      # speeds 10, 20 -> mean 15
+    meth = [rec(1, "a", [10], [0.5], (2, 3)), rec(2, "b", [40], [1.0], (4,))]  # speeds 20, 40 -> mean 30
+    res = compare(meth, base)
+    assert res["overall"]["speedup"] == pytest.approx(2.0)
+    assert res["a"]["speedup"] == pytest.approx(2.0)
+    assert res["overall"]["mean_accepted"] == pytest.approx(3.0)

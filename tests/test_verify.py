@@ -1,0 +1,85 @@
+"""The verification math as pure functions: exact output distributions by enumeration."""
+import torch
+from hypothesis import given, settings, strategies as st
+
+from src.verify import candidate_step, logits_to_probs, rejection_step, verify_chain, verify_tree
+
+V = 6
+
+
+def dist(draw, zeros=True):
+    w = draw(st.lists(st.floats(0.0 if zeros else 0.01, 1.0), min_size=V, max_size=V))
+    w = torch.tensor(w, dtype=torch.float64)
+    if w.sum() == 0:
+        w[0] = 1.0
+    return w / w.sum()
+
+
+@st.composite
+def distributions(draw):
+    return dist(draw)
+
+
+@given(distributions(), st.lists(st.integers(0, V - 1), max_size=V + 2))
+@settings(max_examples=300, deadline=None)
+def test_candidates_leave_the_target_distribution_unchanged(p, cands):
+    accept, residual = candidate_step(p, cands)
+    out, reach = torch.zeros(V, dtype=torch.float64), 1.0  # reach: probability all earlier were rejected
+    for c, a in zip(cands, accept):
+        assert 0.0 <= a <= 1.0 + 1e-12
+        out[c] += reach * a
+        reach *= 1 - a
+    out += reach * residual
+    assert torch.allclose(out, p, atol=1e-9)
+
+
+@given(distributions(), distributions())
+@settings(max_examples=300, deadline=None)
+def test_rejection_sampling_recovers_the_target(p, q):
+    accept, residual = rejection_step(p, q)
+    out = q * accept + (1 - (q * accept).sum()) * residual
+    assert torch.allclose(out, p, atol=1e-9)
+
+
+@given(st.lists(st.integers(0, V - 1), min_size=1, max_size=5), st.data())
+@settings(max_examples=200, deadline=None)
+def test_greedy_chain_accepts_the_argmax_prefix(draft, data):
+    logits = torch.tensor(data.draw(st.lists(st.lists(st.floats(-5, 5), min_size=V, max_size=V),
+                                             min_size=len(draft) + 1, max_size=len(draft) + 1)))
+    p = logits_to_probs(logits)
+    n, nxt = verify_chain(draft, p)
+    argmax = logits.argmax(-1).tolist()
+    expect = next((i for i, t in enumerate(draft) if t != argmax[i]), len(draft))
+    assert n == expect and nxt == argmax[expect]
+    # sampled drafts with one-hot q reduce to the same rule
+    q = torch.nn.functional.one_hot(torch.tensor(draft), V).double()
+    assert verify_chain(draft, p, q_rows=q) == (n, nxt)
+
+
+def test_greedy_tree_takes_the_argmax_path():
+    root = torch.tensor([0.0, 3.0, 1.0, 0, 0, 0])       # argmax 1
+    node = torch.tensor([[0, 0, 0, 0, 5.0, 0],            # node 0 (token 2): never reached
+                         [0, 0, 0, 4.0, 0, 0],            # node 1 (token 1): argmax 3
+                         [0, 0, 0, 0, 0, 9.0],            # node 2 (token 3, child of 1): argmax 5
+                         [1.0, 0, 0, 0, 0, 0]])           # node 3 (token 4, child of 1)
+    path, nxt = verify_tree([2, 1, 3, 4], [-1, -1, 1, 1], logits_to_probs(root), logits_to_probs(node))
+    assert path == [1, 2] and nxt == 5
+
+
+def test_sampled_tree_is_exact_by_monte_carlo():
+    torch.manual_seed(0)
+    root = torch.tensor([0.5, 0.3, 0.2])
+    node = torch.tensor([[0.1, 0.1, 0.8], [0.6, 0.2, 0.2]])
+    gen = torch.Generator().manual_seed(1)
+    counts = torch.zeros(3)
+    for _ in range(20000):
+        path, nxt = verify_tree([0, 1], [-1, -1], root, node, gen)
+        counts[[0, 1][path[0]] if path else nxt] += 1
+    assert torch.allclose(counts / counts.sum(), root.float(), atol=0.015)
+
+
+def test_top_k_top_p():
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.0])
+    assert (logits_to_probs(logits, 1.0, top_k=2)[2:] == 0).all()
+    p = logits_to_probs(logits, 1.0, top_p=0.7)
+    assert p[0] > 0 and p[1] > 0 and (p[2:] == 0).all() and abs(p.sum() - 1) < 1e-6
