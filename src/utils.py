@@ -25,8 +25,11 @@ MODELS = {
     "demo-draft-gguf": {"path": ROOT / "data/models/demo-draft.gguf"},
 }
 
+# REST's draftretriever indexes (python -m src.tools.build_rest_datastore)
 REST_DATASTORES = {
     "demo-target": ROOT / "data/rest/demo.idx",
+    "llama-2-7b": MODELS_DIR / "rest/datastore_chat_large.idx",
+    "vicuna-7b-v1.5": MODELS_DIR / "rest/datastore_chat_large.idx",
 }
 
 
@@ -54,3 +57,28 @@ def resolve(name_or_path, flag="--target"):
         raise ModelNotFound(f"{flag} {name_or_path!r} is neither a registered model name "
                             f"({', '.join(MODELS)}) nor an existing path.")
     return path, {"path": path}
+
+
+def check(target, specs=()):
+    """Resolve the target, each '--draft NAME' in the method specs, and REST's datastore when used."""
+    resolve(target, "--target")
+    for spec in specs:
+        words = spec.replace(":", " ").split()
+        if "--draft" in words:
+            resolve(words[words.index("--draft") + 1], "--draft")
+        if "rest" in words[:2] and "--datastore" not in words:
+            store = REST_DATASTORES.get(target)
+            if store is None or not Path(store).exists():
+                raise ModelNotFound(f"REST datastore for {target!r} not found ({store}): build it with "
+                                    f"`python -m src.tools.build_rest_datastore` and set REST_DATASTORES in "
+                                    f"src/utils.py")
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) < 3 or sys.argv[1] != "check":
+        sys.exit("usage: python -m src.utils check TARGET [METHOD_SPEC ...]")
+    try:
+        check(sys.argv[2], sys.argv[3:])
+    except ModelNotFound as e:
+        sys.exit(f"error: {e}")

@@ -83,7 +83,7 @@ def test_target_rollback_and_tree(tiny):
     tokens, parents = [ids[6], ids[7], 5, 9], [-1, 0, -1, 2]
     tree = t.verify_tree(tokens, parents)
     assert torch.allclose(tree[:2], full[6:8], atol=1e-4)
-    t.keep(list(range(6)) + [8, 9])  # keep the second branch
+    t.keep_path(6, [2, 3])  # keep the second branch
     t2 = Target(tiny["target"])
     t2.reset()
     seq = t2.forward(ids[:6] + [5, 9])

@@ -61,7 +61,7 @@ class Draft:
         self.mem = llama_cpp.llama_get_memory(self.ctx)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        self.n_ctx, self.n_seq, self.n_batch = n_ctx, n_seq, n_batch
+        self.n_ctx, self.n_seq, self.n_batch, self.threads = n_ctx, n_seq, n_batch, threads
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, n_seq)
         self.lengths = [0] * n_seq
         self.path = path

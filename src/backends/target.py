@@ -87,19 +87,22 @@ class Target:
         if drop > 0:
             self.cache.crop(-drop)
 
-    def keep(self, positions):
-        """Keep only the cached positions listed (e.g. the prefix plus an accepted tree path)."""
-        idx = torch.as_tensor(positions, dtype=torch.long)
+    @torch.inference_mode()
+    def keep_path(self, start, nodes):
+        """Keep the cache up to `start`, then the cached positions start + n for n in `nodes` (a tree path)."""
+        idx = torch.as_tensor([start + n for n in nodes], dtype=torch.long)
         for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(2, idx.to(layer.keys.device))
-            layer.values = layer.values.index_select(2, idx.to(layer.values.device))
+            for name in ("keys", "values"):
+                t = getattr(layer, name)
+                t[:, :, start:start + len(nodes)] = t.index_select(2, idx.to(t.device))
+        self.rollback(start + len(nodes))
 
     def verify_tree(self, tokens, parents):
         """Run a token tree after the cache in one forward and return its logits (n, vocab).
 
         `parents[i]` is the index of token i's parent in `tokens`, or -1 when its parent is the
         last cached token. Each token sees the cached prefix and its own ancestors, at position
-        prefix + depth. Afterwards the cache holds every node; call `keep` with the accepted path.
+        prefix + depth. Afterwards the cache holds every node; call `keep_path` with the accepted path.
         """
         n, prefix = len(tokens), self.length
         depth, mask = [0] * n, torch.zeros(n, prefix + n, dtype=torch.bool)
@@ -114,6 +117,3 @@ class Target:
         positions = [prefix + d for d in depth]
         return self.forward(tokens, position_ids=positions, attention_mask=mask[None, None])
 
-
-def model_max_length(path):
-    return getattr(AutoConfig.from_pretrained(str(path)), "max_position_embeddings", None)

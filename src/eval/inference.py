@@ -51,6 +51,11 @@ def answer_question(forward, question, tokenizer, template, max_new_tokens, samp
     return choice
 
 
+def answer_record(question, choice, model_id):
+    return {"question_id": question["question_id"], "category": question["category"],
+            "answer_id": shortuuid.uuid(), "model_id": model_id, "choices": [choice], "tstamp": time.time()}
+
+
 def sync(device):
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -71,9 +76,7 @@ def run_eval(forward, questions, tokenizer, answer_file, model_id, *, template="
         gen = torch.Generator(gen_device).manual_seed(seed * 1_000_003 + hash(str(q["question_id"])) % 1_000_003)
         choice = answer_question(forward, q, tokenizer, template, max_new_tokens, sampling, gen, max_length, device)
         choice["settings"] = settings or {}
-        answers.append(answer_file, {"question_id": q["question_id"], "category": q["category"],
-                                     "answer_id": shortuuid.uuid(), "model_id": model_id,
-                                     "choices": [choice], "tstamp": time.time()})
+        answers.append(answer_file, answer_record(q, choice, model_id))
     return len(todo)
 
 

@@ -47,3 +47,42 @@ def finish(tokens, eos_id, max_new_tokens, accept_lengths, clock, stats=None):
         tokens, stop = tokens[:tokens.index(eos_id)], "eos"
     tokens = tokens[:max_new_tokens]
     return Generation(tokens, accept_lengths, clock.ttft or 0.0, stop, stats or {})
+
+
+def common_prefix(a, b):
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen, propose):
+    """Draft-then-verify rounds shared by the chain methods (SpS, PLD).
+
+    The target's cache holds everything but the last token; each round runs that token plus the
+    drafts in one forward. `propose(seq, budget)` returns (drafts, q_rows): q_rows are the draft's
+    distributions for sampled drafts, or None for deterministic ones.
+    """
+    from src.verify import logits_to_probs, verify_chain
+
+    clock = Clock()
+    target.reset()
+    if len(prompt_ids) > 1:
+        target.forward(prompt_ids[:-1])
+    seq, new, accepts = list(prompt_ids), [], []
+    eos = target.eos_token_id
+    while len(new) < max_new_tokens and eos not in new:
+        budget = max_new_tokens - len(new) - 1  # never draft past the limit (or the context)
+        drafts, q_rows = propose(seq, budget) if budget > 0 else ([], None)
+        logits = target.forward([seq[-1]] + drafts)
+        p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+        n, nxt = verify_chain(drafts, p_rows, gen, q_rows)
+        target.rollback(len(seq) + n)
+        gained = drafts[:n] + [nxt]
+        clock.first_token()
+        seq += gained
+        new += gained
+        accepts.append(len(gained))
+    return finish(new, eos, max_new_tokens, accepts, clock)

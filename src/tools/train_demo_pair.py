@@ -95,16 +95,17 @@ def batches(stream, batch_size, seq_len, gen):
 
 
 def train(model, stream, minutes, lr, seed, batch_size=16, seq_len=TRAIN_LEN, teacher=None, max_steps=None):
-    """Train by time budget; with a teacher, minimise KL(teacher || model) (distillation)."""
+    """Train within a time budget (and at most max_steps); with a teacher, minimise KL(teacher || model)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
     budget, t0, step, warmup = minutes * 60, time.time(), 0, 30
     model.train()
     for batch in batches(stream, batch_size, seq_len, gen):
-        progress = (time.time() - t0) / budget
-        if progress >= 1 or (max_steps and step >= max_steps):
+        elapsed = (time.time() - t0) / budget
+        progress = max(elapsed, step / max_steps if max_steps else 0.0)
+        if progress >= 1:
             break
-        # lr follows the fraction of the time budget spent, so any budget gets a full cosine schedule
+        # lr follows the fraction of the budget (time or steps) spent, so any budget gets a full cosine
         scale = min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for group in opt.param_groups:
             group["lr"] = lr * scale
@@ -187,8 +188,10 @@ def main(argv=None):
     ap.add_argument("--prompts-out", default="data/demo/questions.jsonl")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vocab-size", type=int, default=4096)
-    ap.add_argument("--target-minutes", type=float, default=16)
-    ap.add_argument("--draft-minutes", type=float, default=12, help="distillation from the target")
+    ap.add_argument("--target-minutes", type=float, default=30)
+    ap.add_argument("--draft-minutes", type=float, default=15, help="distillation from the target")
+    ap.add_argument("--target-steps", type=int, default=1600, help="stop the target after this many steps")
+    ap.add_argument("--draft-steps", type=int, default=900, help="stop the draft after this many steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="miniature models and corpus, for tests")
     ap.add_argument("--max-files", type=int, default=None)
@@ -210,18 +213,20 @@ def main(argv=None):
 
     print(f"target: {args.target_minutes} min", flush=True)
     target = make_model(prefix + "target", tokenizer, args.seed)
-    t_info = train(target, train_stream, args.target_minutes, lr=1.5e-3, seed=args.seed)
+    t_info = train(target, train_stream, args.target_minutes, lr=1.5e-3, seed=args.seed,
+                   max_steps=args.target_steps)
     print(f"draft (distilled): {args.draft_minutes} min", flush=True)
     draft = make_model(prefix + "draft", tokenizer, args.seed + 1)
     for p in target.parameters():
         p.requires_grad_(False)
-    d_info = train(draft, train_stream, args.draft_minutes, lr=3e-3, seed=args.seed + 1, teacher=target)
+    d_info = train(draft, train_stream, args.draft_minutes, lr=3e-3, seed=args.seed + 1, teacher=target,
+                   max_steps=args.draft_steps)
 
     info = {
         "python": sys.version.split()[0], "seed": args.seed,
         "corpus": {"train_files": len(train_files), "held_out_files": len(held_files),
                    "train_tokens": len(train_stream), "held_out_tokens": len(held_stream)},
-        "vocab_size": len(tokenizer),
+        "vocab_size": len(tokenizer), "gguf_dtype": args.gguf_dtype,
         "target": {"params": n_params(target), "config": SIZES[prefix + "target"], **t_info,
                    "held_out_loss": round(held_out_loss(target, held_stream), 4)},
         "draft": {"params": n_params(draft), "config": SIZES[prefix + "draft"], "distilled": True, **d_info,

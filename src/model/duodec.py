@@ -1,0 +1,371 @@
+"""DuoDecoding (arXiv 2503.00784): a llama.cpp draft on the CPU drafts while the target verifies.
+
+Each round the target runs one forward over the last verified token plus the pending draft (the
+chosen sequence of the previous round, only its first token verified), while the draft worker
+drafts the next sequences from the end of that pending draft. Then:
+  - the pending draft is verified as a chain;
+  - if all of it holds, the first tokens of the new sequences are tried at the next position, and
+    the accepted sequence becomes the new pending draft (post-verify: the pipeline stays full);
+  - otherwise the target's own token is appended, the new drafts are discarded (pre-verify).
+Every candidate is deterministic (greedy draft tokens, top-k first tokens), so the
+deterministic-candidate rule keeps sampling exact.
+
+Dynamic multi-sequence drafting: theta = p(1st top-1) * p(2nd top-1); every other first-position
+token with p > theta (up to --max-seqs) starts its own sequence. All sequences advance in one
+`llama_decode` per step (unified KV, sequence ids), not one after another.
+"""
+import multiprocessing as mp
+import queue
+import threading
+import time
+import traceback
+
+import numpy as np
+
+from src.model.base import Clock, common_prefix, finish
+from src.verify import accept_candidates, logits_to_probs, verify_chain
+
+DRAFT = "gguf"
+WORKER_TIMEOUT = 5.0
+
+
+def add_args(ap):
+    # --gamma comes from sps ("auto" or N); these are DuoDecoding's own
+    ap.add_argument("--max-seqs", type=int, default=8, help="duodec: most draft sequences per round")
+    ap.add_argument("--no-multiseq", action="store_true", help="duodec: one sequence (PEARL with a CPU draft)")
+    ap.add_argument("--seq-budget", choices=["split", "full"], default="split",
+                    help="duodec: k sequences share gamma (upstream) or each gets the depth that fits the "
+                         "same wall time")
+    ap.add_argument("--worker", choices=["thread", "process"], default="thread", help="duodec: draft worker")
+    ap.add_argument("--force-seqs", type=int, default=0,
+                    help="duodec: always draft this many sequences (the top first tokens); for ablations and tests")
+
+
+# -- the multi-sequence rule (pure) ---------------------------------------------------------------
+
+def softmax(logits):
+    z = np.exp(logits - logits.max())
+    return z / z.sum()
+
+
+def choose_first_tokens(p_first, p_second_top1, max_seqs):
+    """First tokens of the draft sequences: the top-1, plus each next-ranked token whose probability
+    beats theta = p(1st top-1) * p(2nd top-1), up to max_seqs in all."""
+    order = np.argsort(-p_first, kind="stable")[:max_seqs]
+    theta = p_first[order[0]] * p_second_top1
+    firsts = [int(order[0])]
+    for t in order[1:]:
+        if p_first[t] <= theta:
+            break
+        firsts.append(int(t))
+    return firsts
+
+
+# -- drafting (runs in the worker) ----------------------------------------------------------------
+
+class Drafter:
+    """Owns a llama.cpp `Draft` and the tokens each of its sequences holds; drafts k greedy sequences."""
+
+    def __init__(self, draft):
+        self.draft, self.branches = draft, [[]]
+
+    def reset(self):
+        self.draft.clear()
+        self.branches = [[]]
+
+    def sync(self, context):
+        """Keep the branch that shares most with `context` as sequence 0, feed the rest of the context,
+        and return the logits after its last token."""
+        best = max(range(len(self.branches)), key=lambda s: common_prefix(self.branches[s], context))
+        keep = min(common_prefix(self.branches[best], context), len(context) - 1)
+        self.draft.keep_only(best)
+        self.draft.rollback(keep)
+        self.branches = [list(context)]
+        return self.draft.eval(context[keep:])
+
+    def run(self, context, depth, max_seqs, depth_for_k=None, cancel=None, force_k=0):
+        """Draft sequences continuing `context`. depth_for_k(k) gives each sequence's length;
+        force_k > 0 skips the theta rule and drafts from the force_k most likely first tokens."""
+        logits = self.sync(context)
+        if depth <= 0:
+            return [[]]
+        p1 = softmax(logits)
+        top1 = int(p1.argmax())
+        second = None
+        if force_k > 1 and depth > 1:
+            firsts = [int(t) for t in np.argsort(-p1, kind="stable")[:force_k]]
+        elif max_seqs > 1 and depth > 1:
+            second = self.draft.eval([top1])  # theta needs it; it is also sequence 0's next step
+            firsts = choose_first_tokens(p1, float(softmax(second).max()), max_seqs)
+        else:
+            firsts = [top1]
+        k = len(firsts)
+        n = max(1, depth_for_k(k) if depth_for_k else depth)
+        seqs = [[t] for t in firsts]
+        for s in range(1, k):  # branch with sequence ops, not state copies
+            self.draft.fork(0, s, len(context))
+        if n > 1:  # decode every sequence's first token (sequence 0's may already be done)
+            rows = [(seqs[s][0], s, True) for s in range(k) if s > 0 or second is None]
+            last = ([second] if second is not None else []) + list(self.draft.decode(rows))
+        for _ in range(n - 1):
+            for s in range(k):
+                seqs[s].append(int(np.argmax(last[s])))
+            if len(seqs[0]) == n or (cancel is not None and cancel.is_set()):
+                break
+            last = list(self.draft.decode([(seqs[s][-1], s, True) for s in range(k)]))
+        self.branches = [(list(context) + seqs[s])[:self.draft.lengths[s]] for s in range(k)]
+        return seqs
+
+
+class ThreadWorker:
+    """The drafter in a thread: llama_decode releases the GIL, so it overlaps the target's forward."""
+
+    def __init__(self, draft):
+        self.drafter = Drafter(draft)
+        self.jobs, self.results = queue.Queue(), queue.Queue()
+        self.cancel = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            try:
+                t0 = time.perf_counter()
+                out = job[0](self.drafter, *job[1:], cancel=self.cancel)
+                self.results.put(("ok", out, time.perf_counter() - t0))
+            except Exception:  # report, keep serving
+                self.results.put(("error", traceback.format_exc(), 0.0))
+
+    def submit(self, fn, *args):
+        self.cancel.clear()
+        self.jobs.put((fn, *args))
+
+    def stop_early(self):
+        self.cancel.set()
+
+    def result(self, timeout=WORKER_TIMEOUT):
+        return _unwrap(self.results, timeout, self.thread.is_alive)
+
+    def close(self):
+        self.jobs.put(None)
+
+
+def _process_main(path, threads, n_ctx, n_seq, conn, cancel):
+    from src.backends.draft import Draft
+    drafter = Drafter(Draft(path, threads=threads, n_ctx=n_ctx, n_seq=n_seq))
+    conn.send(("ready", None, 0.0))
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        try:
+            t0 = time.perf_counter()
+            out = job[0](drafter, *job[1:], cancel=cancel)
+            conn.send(("ok", out, time.perf_counter() - t0))
+        except Exception:
+            conn.send(("error", traceback.format_exc(), 0.0))
+
+
+class ProcessWorker:
+    """The drafter in its own process (no GIL sharing), fed over a pipe."""
+
+    def __init__(self, draft):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.cancel = ctx.Event()
+        self.proc = ctx.Process(target=_process_main, daemon=True,
+                                args=(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, child, self.cancel))
+        self.proc.start()
+        self._recv(60.0)  # loading the model
+
+    def _recv(self, timeout):
+        deadline = time.perf_counter() + timeout
+        while not self.conn.poll(0.05):
+            if not self.proc.is_alive():
+                raise RuntimeError(f"the draft worker process died (exit code {self.proc.exitcode})")
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"the draft worker gave no answer in {timeout:.0f} s")
+        try:
+            status, out, secs = self.conn.recv()
+        except EOFError:
+            raise RuntimeError("the draft worker process died") from None
+        if status == "error":
+            raise RuntimeError(f"the draft worker failed:\n{out}")
+        return out, secs
+
+    def submit(self, fn, *args):
+        self.cancel.clear()
+        self.conn.send((fn, *args))
+
+    def stop_early(self):
+        self.cancel.set()
+
+    def result(self, timeout=WORKER_TIMEOUT):
+        return self._recv(timeout)
+
+    def close(self):
+        if self.proc.is_alive():
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.proc.join(2)
+            if self.proc.is_alive():
+                self.proc.kill()
+
+
+def _unwrap(results, timeout, alive):
+    deadline = time.perf_counter() + timeout
+    while True:
+        try:
+            status, out, secs = results.get(timeout=0.05)
+            break
+        except queue.Empty:
+            if not alive():
+                raise RuntimeError("the draft worker thread died")
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"the draft worker gave no answer in {timeout:.0f} s")
+    if status == "error":
+        raise RuntimeError(f"the draft worker failed:\n{out}")
+    return out, secs
+
+
+def draft_job(drafter, context, depth, max_seqs, depth_by_k=None, force_k=0, cancel=None):
+    fn = (lambda k: depth_by_k.get(k, depth_by_k[max(depth_by_k)])) if depth_by_k else None
+    return drafter.run(context, depth, max_seqs, fn, cancel, force_k)
+
+
+def reset_job(drafter, cancel=None):
+    drafter.reset()
+
+
+# -- the decoding loop ----------------------------------------------------------------------------
+
+def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, gamma, max_seqs, depth_by_k=None,
+             force_k=0):
+    clock = Clock()
+    target.reset()
+    eos = target.eos_token_id
+    seq, pending, new = list(prompt_ids), [], []
+    accepts, ks, t_target_idle, t_draft_busy = [], {}, 0.0, 0.0
+    t_start = time.perf_counter()
+    first_round = True
+    while len(new) < max_new_tokens and eos not in new:
+        room = max_new_tokens - len(new) - len(pending) - 1
+        depth = 1 if first_round else min(gamma, room)  # round 1 overlaps the prefill: one token is ready in time
+        worker.submit(draft_job, seq + pending, depth, max_seqs if depth > 1 else 1, depth_by_k, force_k)
+        fed = len(seq) - 1 - target.length  # tokens of seq the target has not seen, before the last
+        logits = target.forward(seq[target.length:] + pending)[fed:]
+        p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+        n, nxt = verify_chain(pending, p_rows, gen)
+        if n < len(pending):
+            worker.stop_early()  # its drafts continue a rejected token: cut them short
+        t_wait = time.perf_counter()
+        seqs, t_draft = worker.result()
+        t_target_idle += time.perf_counter() - t_wait
+        t_draft_busy += t_draft
+        first_round = False
+        target.rollback(len(seq) + n)
+        gained = pending[:n]
+        if n == len(pending) and seqs[0]:
+            # the pending draft held: try the new sequences' first tokens at the next position
+            ks[len(seqs)] = ks.get(len(seqs), 0) + 1
+            hit, nxt = accept_candidates(p_rows[n], [s[0] for s in seqs], gen)
+            pending = seqs[hit][1:] if hit is not None else []
+        else:
+            pending = []
+        gained.append(nxt)
+        clock.first_token()
+        seq += gained
+        new += gained
+        accepts.append(len(gained))
+    wall = time.perf_counter() - t_start
+    stats = {"k_hist": {str(k): v for k, v in sorted(ks.items())}, "gamma": gamma,
+             "target_idle_share": round(t_target_idle / wall, 4) if wall else 0.0,
+             "draft_idle_share": round(max(0.0, 1 - t_draft_busy / wall), 4) if wall else 0.0}
+    return finish(new, eos, max_new_tokens, accepts, clock, stats)
+
+
+# -- hardware-aware budget --------------------------------------------------------------------------
+
+def median_time(fn, reps=7):
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def measure(target, draft, max_seqs, context_len=64):
+    """Per-step time of the draft with k = 1..max_seqs sequences, and the target's forward time for
+    n new tokens, on a context of `context_len` tokens."""
+    ctx = [int(t) for t in np.random.default_rng(0).integers(3, min(draft.n_vocab, len(target.tokenizer)),
+                                                               context_len)]
+    drafter = Drafter(draft)
+    drafter.reset()
+    draft_step = {}
+    for k in sorted({1, 2, 4, max_seqs}):
+        if k > max_seqs:
+            continue
+        drafter.sync(ctx)
+        for s in range(1, k):
+            draft.fork(0, s, len(ctx))
+
+        def step(k=k):
+            draft.decode([(5, s, True) for s in range(k)])
+            for s in range(k):
+                draft.rollback(len(ctx), s)
+        draft_step[k] = median_time(step, 9)
+        drafter.branches = [list(ctx)]
+    drafter.reset()
+    target_fwd = {}
+    target.reset()
+    target.forward(ctx)
+    for n in (1, 4, 8, 16, 32, 64):
+        def fwd(n=n):
+            target.forward(ctx[:n] if n <= len(ctx) else (ctx * 2)[:n])
+            target.rollback(len(ctx))
+        fwd()
+        target_fwd[n] = median_time(fwd, 5)
+    target.reset()
+    return draft_step, target_fwd
+
+
+def balance_gamma(draft_step, target_fwd, cap=64):
+    """The smallest gamma whose drafting time covers one target forward over gamma + 1 tokens."""
+    ns = sorted(target_fwd)
+    t_fwd = lambda n: float(np.interp(n, ns, [target_fwd[x] for x in ns]))
+    for g in range(1, cap + 1):
+        if g * draft_step[1] >= t_fwd(g + 1):
+            return g
+    return cap
+
+
+def make(args, target, draft):
+    max_seqs = 1 if args.no_multiseq else min(max(args.max_seqs, args.force_seqs), draft.n_seq)
+    draft_step, target_fwd = measure(target, draft, max_seqs)
+    gamma = balance_gamma(draft_step, target_fwd) if args.gamma in (None, "auto") else int(args.gamma)
+    if args.seq_budget == "split":  # upstream: the k sequences share gamma
+        depth_by_k = {k: max(1, gamma // k) for k in range(1, max_seqs + 1)}
+    else:  # each sequence as deep as fits the same wall time, at the measured cost of k sequences per step
+        ks = sorted(draft_step)
+        step = lambda k: float(np.interp(k, ks, [draft_step[x] for x in ks]))
+        depth_by_k = {k: max(1, int(gamma * draft_step[1] / step(k))) for k in range(1, max_seqs + 1)}
+    worker = (ProcessWorker if args.worker == "process" else ThreadWorker)(draft)
+
+    def forward(prompt_ids, max_new_tokens, sampling, gen):
+        return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, gamma, max_seqs, depth_by_k,
+                        args.force_seqs)
+
+    forward.close = worker.close
+    forward.worker = worker
+    forward.settings = {
+        "gamma": gamma, "gamma_mode": "auto" if args.gamma in (None, "auto") else "fixed", "max_seqs": max_seqs,
+        "seq_budget": args.seq_budget, "worker": args.worker, "force_seqs": args.force_seqs, "depth_by_k": depth_by_k,
+        "draft_step_ms": {k: round(v * 1e3, 4) for k, v in draft_step.items()},
+        "target_forward_ms": {n: round(v * 1e3, 4) for n, v in target_fwd.items()}}
+    return forward

@@ -1,0 +1,33 @@
+"""Prompt lookup decoding: draft the tokens that followed the latest n-gram's earlier occurrence."""
+import numpy as np
+
+from src.model.base import speculative_loop
+
+
+def add_args(ap):
+    ap.add_argument("--max-ngram", type=int, default=3, help="pld: longest n-gram to match")
+    ap.add_argument("--min-ngram", type=int, default=1, help="pld: shortest n-gram to match")
+    ap.add_argument("--num-pred", type=int, default=10, help="pld: tokens proposed per match")
+
+
+def lookup(seq, max_ngram=3, min_ngram=1, num_pred=10):
+    """The tokens after the first earlier occurrence of the last n tokens, for n from max_ngram down."""
+    arr = np.asarray(seq)
+    for n in range(max_ngram, min_ngram - 1, -1):
+        if len(arr) <= n:
+            continue
+        windows = np.lib.stride_tricks.sliding_window_view(arr[:-1], n)
+        hits = np.flatnonzero((windows == arr[-n:]).all(1))
+        for start in hits + n:
+            if start < len(arr):
+                return arr[start:start + num_pred].tolist()
+    return []
+
+
+def make(args, target, draft=None):
+    def forward(prompt_ids, max_new_tokens, sampling, gen):
+        return speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen, lambda seq, budget: (
+            lookup(seq, args.max_ngram, args.min_ngram, min(args.num_pred, budget)), None))
+
+    forward.settings = {"max_ngram": args.max_ngram, "min_ngram": args.min_ngram, "num_pred": args.num_pred}
+    return forward

@@ -1,0 +1,85 @@
+"""REST: retrieval-based drafts. The continuations of the longest suffix found in a datastore form a
+token tree that the target verifies in one forward (4-D attention mask, explicit positions)."""
+from pathlib import Path
+
+import draftretriever
+
+from src.model.base import Clock, finish
+from src.verify import logits_to_probs, verify_tree
+
+
+def add_args(ap):
+    ap.add_argument("--datastore", default=None, help="rest: draftretriever index (default: the registry's)")
+    ap.add_argument("--max-span", type=int, default=16, help="rest: longest suffix to look up")
+    ap.add_argument("--min-span", type=int, default=2, help="rest: shortest suffix to look up")
+    ap.add_argument("--num-draft", type=int, default=64, help="rest: most tree nodes per round")
+
+
+def retrieve(reader, seq, max_span=16, min_span=2, num_draft=64):
+    """Continuations of the longest suffix of seq (max_span down to min_span) that the datastore holds."""
+    for span in range(max_span, min_span - 1, -1):
+        if len(seq) < span:
+            continue
+        found = reader.search(list(seq[-span:]), choices=num_draft)[0]
+        if found:
+            return [[t for t in s if t >= 0] for s in found]
+    return []
+
+
+def build_tree(sequences, max_nodes):
+    """A trie of the sequences: (tokens, parents), parents before children, at most max_nodes nodes."""
+    tokens, parents, index = [], [], {}
+    for s in sequences:
+        parent = -1
+        for tok in s:
+            key = (parent, tok)
+            if key not in index:
+                if len(tokens) >= max_nodes:
+                    break
+                index[key] = len(tokens)
+                tokens.append(tok)
+                parents.append(parent)
+            parent = index[key]
+    return tokens, parents
+
+
+def generate(target, reader, prompt_ids, max_new_tokens, sampling, gen, max_span=16, min_span=2, num_draft=64):
+    clock = Clock()
+    target.reset()
+    if len(prompt_ids) > 1:
+        target.forward(prompt_ids[:-1])
+    seq, new, accepts = list(prompt_ids), [], []
+    eos = target.eos_token_id
+    while len(new) < max_new_tokens and eos not in new:
+        budget = max_new_tokens - len(new) - 1
+        found = [s[:budget] for s in retrieve(reader, seq, max_span, min_span, num_draft)] if budget > 0 else []
+        tokens, parents = build_tree(found, num_draft)
+        # the last verified token is the tree's root; node i sits at tree index i + 1
+        logits = target.verify_tree([seq[-1]] + tokens, [-1] + [p + 1 if p >= 0 else 0 for p in parents])
+        probs = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+        path, nxt = verify_tree(tokens, parents, probs[0], probs[1:], gen)
+        target.keep_path(len(seq) - 1, [0] + [n + 1 for n in path])  # root, then the accepted nodes
+        gained = [tokens[n] for n in path] + [nxt]
+        clock.first_token()
+        seq += gained
+        new += gained
+        accepts.append(len(gained))
+    return finish(new, eos, max_new_tokens, accepts, clock)
+
+
+def make(args, target, draft=None):
+    from src.utils import REST_DATASTORES
+
+    store = args.datastore or REST_DATASTORES.get(args.target)
+    if not store or not Path(store).is_file():
+        raise FileNotFoundError(f"REST datastore not found: {store}. Build one with "
+                                f"`python -m src.tools.build_rest_datastore` and pass --datastore PATH.")
+    reader = draftretriever.Reader(index_file_path=str(store))
+
+    def forward(prompt_ids, max_new_tokens, sampling, gen):
+        return generate(target, reader, prompt_ids, max_new_tokens, sampling, gen,
+                        args.max_span, args.min_span, args.num_draft)
+
+    forward.settings = {"datastore": str(store), "max_span": args.max_span, "min_span": args.min_span,
+                        "num_draft": args.num_draft}
+    return forward

@@ -1,0 +1,70 @@
+"""Speculative sampling (Leviathan et al.; Chen et al.): a small draft proposes gamma tokens, the target
+verifies them in one forward. The draft is an HF model on the target's device (as upstream), or a
+GGUF run by llama.cpp on the CPU, one after the other (DuoDecoding without the overlap)."""
+import numpy as np
+import torch
+
+from src.model.base import common_prefix, speculative_loop
+from src.verify import logits_to_probs, sample
+
+DRAFT = "any"
+
+
+def add_args(ap):
+    ap.add_argument("--gamma", default=None,
+                    help="draft tokens per round (sps: N, default 5; duodec: 'auto' (default) or N)")
+
+
+class DraftRunner:
+    """Feeds one draft (HF `Target` or llama.cpp `Draft`) and remembers which tokens its cache holds."""
+
+    def __init__(self, draft, device):
+        self.draft, self.device, self.cached = draft, device, []
+
+    def reset(self):
+        self.cached = []
+        if hasattr(self.draft, "clear"):
+            self.draft.clear()
+        else:
+            self.draft.reset()
+
+    def feed(self, tokens):
+        if hasattr(self.draft, "clear"):
+            logits = torch.from_numpy(np.asarray(self.draft.eval(tokens)))
+        else:
+            logits = self.draft.forward(tokens)[-1]
+        self.cached += list(tokens)
+        return logits.to(self.device)
+
+    def sync(self, seq):
+        """Roll the draft back to its longest prefix in common with seq; return the tokens it still needs."""
+        keep = min(common_prefix(self.cached, seq), len(seq) - 1)
+        self.draft.rollback(keep)
+        self.cached = self.cached[:keep]
+        return seq[keep:]
+
+
+def propose_sampled(runner, seq, gamma, sampling, gen):
+    """gamma tokens sampled from the draft, with the distributions they were sampled from."""
+    logits = runner.feed(runner.sync(seq))
+    tokens, q_rows = [], []
+    for i in range(gamma):
+        q = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+        tokens.append(sample(q, gen))
+        q_rows.append(q)
+        if i < gamma - 1:
+            logits = runner.feed([tokens[-1]])
+    return tokens, torch.stack(q_rows)
+
+
+def make(args, target, draft):
+    gamma = int(args.gamma or 5)
+    runner = DraftRunner(draft, target.device)
+
+    def forward(prompt_ids, max_new_tokens, sampling, gen):
+        runner.reset()
+        return speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen,
+                                lambda seq, budget: propose_sampled(runner, seq, min(gamma, budget), sampling, gen))
+
+    forward.settings = {"gamma": gamma, "draft_backend": "llama.cpp" if hasattr(draft, "clear") else "hf"}
+    return forward

@@ -1,0 +1,90 @@
+"""Helpers for the lossless tests: greedy comparison with AR under the tie rule, exact AR distributions."""
+import logging
+
+import numpy as np
+import torch
+from scipy.stats import chisquare
+
+from src.model.autoregressive import generate as ar_generate
+from src.model.base import Sampling
+from src.verify import logits_to_probs
+
+log = logging.getLogger("lossless")
+TIE_GAP = 1e-4
+PROMPTS = [
+    "def add(a, b):\n", "class Point:\n", "for i in range(10):\n", "import os\n", "The quick brown fox",
+    "if __name__ == '__main__':\n", "    return a + b\n", "def __init__(self, x, y):\n", "print(i * i)\n",
+    "import sys\n\n", "self.x = x\n", "jumps over the lazy dog. ", "main()\n", "The lazy dog", "class Add:\n",
+    "for x in y:\n", "def main():\n    ", "return self", "quick brown", "    def f(self):\n",
+    "a = b + c\n", "# a comment\n",
+]
+
+
+def greedy_mismatches(target, prompts, method_outputs, max_new_tokens, name=""):
+    """Compare each method output with AR's. A divergence is allowed only where the target's top-2 logit
+    gap is below TIE_GAP; returns the list of (prompt index, position, gap) of allowed divergences."""
+    allowed = []
+    for i, (p, out) in enumerate(zip(prompts, method_outputs)):
+        ref = ar_generate(target, p, max_new_tokens, Sampling()).token_ids
+        if out == ref:
+            continue
+        j = next((k for k, (a, b) in enumerate(zip(ref, out)) if a != b), min(len(ref), len(out)))
+        target.reset()
+        top2 = torch.topk(target.forward(p + ref[:j])[-1], 2).values
+        gap = float(top2[0] - top2[1])
+        assert gap < TIE_GAP, f"{name} prompt {i}: output differs from AR at new token {j} (top-2 gap {gap:.3g})"
+        log.warning("prompt %d: divergence at token %d within the tie tolerance (gap %.2g)", i, j, gap)
+        allowed.append((i, j, gap))
+    return allowed
+
+
+def exact_first_tokens(target, prompt, n=3, temperature=1.0):
+    """AR's exact distribution of the first n new tokens, by enumeration. EOS ends a sequence early and,
+    as in the methods' output, is not part of it."""
+    eos, vocab = target.eos_token_id, len(target.tokenizer)
+    dist = {}
+
+    def walk(prefix, prob):
+        if len(prefix) == n or (prefix and prefix[-1] == eos):
+            key = tuple(prefix[:-1] if prefix and prefix[-1] == eos else prefix)
+            dist[key] = dist.get(key, 0.0) + prob
+            return
+        target.reset()
+        p = logits_to_probs(target.forward(prompt + prefix)[-1], temperature).double()
+        for t in range(vocab):
+            if p[t] > 0:
+                walk(prefix + [t], prob * float(p[t]))
+
+    walk([], 1.0)
+    return dist
+
+
+def chi_square(samples, exact, min_expected=5):
+    """p-value of samples (tuples) against exact probabilities, pooling cells expected below min_expected."""
+    n = len(samples)
+    counts = {}
+    for s in samples:
+        counts[tuple(s)] = counts.get(tuple(s), 0) + 1
+    unknown = set(counts) - set(exact)
+    assert not unknown, f"outcomes AR can never produce: {sorted(unknown)[:5]}"
+    obs, exp, pooled_o, pooled_e = [], [], 0, 0.0
+    for k, p in exact.items():
+        if p * n >= min_expected:
+            obs.append(counts.get(k, 0))
+            exp.append(p * n)
+        else:
+            pooled_o += counts.get(k, 0)
+            pooled_e += p * n
+    obs.append(pooled_o)
+    exp.append(pooled_e)
+    exp = np.array(exp) * (sum(obs) / sum(exp))
+    return chisquare(obs, exp).pvalue
+
+
+def sample_first_tokens(forward, prompt, n_samples, n=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_samples):
+        toks = forward(prompt, n, Sampling(temperature=1.0), gen).token_ids
+        out.append(tuple(toks))
+    return out

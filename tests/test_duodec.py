@@ -1,0 +1,129 @@
+"""DuoDecoding: lossless (greedy and sampling), the multi-sequence rule, batched drafting, dead workers."""
+import argparse
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from src.backends.draft import Draft
+from src.backends.target import Target
+from src.model import duodec
+from src.model.base import Sampling
+from tests.lossless import PROMPTS, chi_square, exact_first_tokens, greedy_mismatches, sample_first_tokens
+
+
+def args(**kw):
+    base = dict(gamma=None, max_seqs=8, no_multiseq=False, seq_budget="split", worker="thread", force_seqs=0)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_choose_first_tokens_on_hand_made_probabilities():
+    p = np.array([0.05, 0.40, 0.30, 0.15, 0.10])
+    # theta = 0.40 * 0.5 = 0.2: tokens 2 (0.30) join, 3 (0.15) does not
+    assert duodec.choose_first_tokens(p, 0.5, 8) == [1, 2]
+    # a confident draft: theta = 0.40 * 0.9 = 0.36 > 0.30, one sequence
+    assert duodec.choose_first_tokens(p, 0.9, 8) == [1]
+    # an unsure one: theta = 0.04, every token but 0.05 > 0.04... capped at max_seqs
+    assert duodec.choose_first_tokens(p, 0.1, 3) == [1, 2, 3]
+    assert duodec.choose_first_tokens(p, 0.1, 8) == [1, 2, 3, 4, 0]
+
+
+def test_batched_sequences_match_drafting_each_alone(tiny):
+    path = str(tiny["draft"]) + ".gguf"
+    ctx = Target(tiny["draft"]).tokenizer(PROMPTS[0] + PROMPTS[1])["input_ids"]
+    together = duodec.Drafter(Draft(path, n_ctx=256)).run(ctx, 6, 8, force_k=4)
+    assert len(together) == 4 and all(len(s) == 6 for s in together)
+    alone_draft = Draft(path, n_ctx=256, n_seq=1)
+    for seq in together:  # the same first token, then greedy, one sequence at a time
+        alone_draft.clear()
+        alone_draft.eval(ctx)
+        got = [seq[0]]
+        logits = alone_draft.eval([seq[0]])
+        for _ in range(5):
+            got.append(int(np.argmax(logits)))
+            logits = alone_draft.eval([got[-1]])
+        assert got == seq
+
+
+@pytest.mark.parametrize("variant", [
+    dict(no_multiseq=True, gamma="4"),         # k forced to 1 (PEARL with a CPU draft)
+    dict(force_seqs=3, gamma="6"),             # k forced to 3
+    dict(),                                    # the automatic rule, auto gamma
+    dict(seq_budget="full", gamma="5"),
+])
+def test_greedy_identical_to_ar(tiny, variant):
+    target = Target(tiny["target"])
+    drafts = {"other": Draft(str(tiny["draft"]) + ".gguf", n_ctx=512),
+              "same": Draft(str(tiny["target"]) + ".gguf", n_ctx=512)}
+    prompts = [target.tokenizer(p)["input_ids"] for p in PROMPTS]
+    for name, draft in drafts.items():
+        fwd = duodec.make(args(**variant), target, draft)
+        try:
+            outs, acc, ks, stops = [], [], {}, set()
+            for i, p in enumerate(prompts):
+                g = fwd(p, 64 if i % 2 else 40, Sampling(), None)
+                outs.append(g.token_ids)
+                acc += g.accept_lengths
+                stops.add(g.stop)
+                for k, v in g.stats["k_hist"].items():
+                    ks[k] = ks.get(k, 0) + v
+            for i in range(len(prompts)):
+                greedy_mismatches(target, prompts[i:i + 1], outs[i:i + 1], 64 if i % 2 else 40, f"{name} {variant}")
+            print(name, variant, "mean accepted", round(sum(acc) / len(acc), 2), "k", ks, "stops", stops)
+            if name == "same":
+                assert max(acc) > 2
+            if variant.get("force_seqs"):
+                assert set(ks) <= {"1", "3"} and "3" in ks
+        finally:
+            fwd.close()
+
+
+def test_reaches_eos(tiny_vocab):
+    """The 16-token target often emits EOS (id 2): greedy outputs that stop early still equal AR's."""
+    target = Target(tiny_vocab["target"])
+    fwd = duodec.make(args(force_seqs=2, gamma="4"), target, Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=512))
+    try:
+        prompts = [[1] + [3 + (i * 7 + j) % 12 for j in range(1 + i % 5)] for i in range(40)]
+        outs = [fwd(p, 30, Sampling(), None) for p in prompts]
+        greedy_mismatches(target, prompts, [o.token_ids for o in outs], 30, "eos")
+        assert any(o.stop == "eos" for o in outs) and any(o.stop == "length" for o in outs)
+    finally:
+        fwd.close()
+
+
+def test_sampling_matches_ar_distribution(tiny_vocab):
+    target = Target(tiny_vocab["target"])
+    fwd = duodec.make(args(force_seqs=3, gamma="3"), target, Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=512))
+    try:
+        prompt = [1, 5, 6]
+        pval = chi_square(sample_first_tokens(fwd, prompt, 20000), exact_first_tokens(target, prompt))
+        print(f"duodec chi-square p = {pval:.3f}")
+        assert pval > 0.01
+    finally:
+        fwd.close()
+
+
+def test_dead_worker_is_an_error_within_seconds(tiny):
+    target = Target(tiny["target"])
+    fwd = duodec.make(args(worker="process", gamma="4"), target, Draft(str(tiny["draft"]) + ".gguf", n_ctx=512))
+    prompt = target.tokenizer(PROMPTS[0])["input_ids"]
+    assert fwd(prompt, 8, Sampling(), None).token_ids
+    os.kill(fwd.worker.proc.pid, signal.SIGKILL)
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="draft worker"):
+        fwd(prompt, 64, Sampling(), None)
+    assert time.perf_counter() - t0 < 5
+    fwd.close()
+
+
+def test_hung_worker_is_an_error_within_seconds(tiny, monkeypatch):
+    target = Target(tiny["target"])
+    fwd = duodec.make(args(gamma="4"), target, Draft(str(tiny["draft"]) + ".gguf", n_ctx=512))
+    monkeypatch.setattr(duodec.Drafter, "run", lambda *a, **k: time.sleep(30))
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="no answer"):
+        fwd(target.tokenizer(PROMPTS[0])["input_ids"], 8, Sampling(), None)
+    assert time.perf_counter() - t0 < duodec.WORKER_TIMEOUT + 1
