@@ -21,4 +21,5 @@ while [ $# -gt 0 ]; do
   esac
 done
 python -m src.eval.compare --bench demo --device cpu --target-threads 1 --draft-threads 1 --out "$out" "${args[@]}"
-echo "answers and table.md in $out/"
+python -m src.eval.report "$out"
+echo "answers, table.md, report.md, speedup.png and acceptance.png are in $out/"

@@ -9,6 +9,7 @@ skips the questions already answered.
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import shortuuid
 import torch
@@ -80,6 +81,18 @@ def run_eval(forward, questions, tokenizer, answer_file, model_id, *, template="
     return len(todo)
 
 
+def shard(questions, num_shards, index):
+    """Every num_shards-th question from `index`: the shards partition the questions."""
+    if not 0 <= index < num_shards:
+        raise ValueError(f"--shard-index must be in 0..{num_shards - 1}")
+    return questions[index::num_shards]
+
+
+def shard_file(path, index, num_shards):
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.shard{index}of{num_shards}{p.suffix}"))
+
+
 def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--method", default="ar", help=f"one of {', '.join(METHODS)}")
@@ -96,6 +109,9 @@ def parser():
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--limit", type=int, default=None, help="answer only the first N questions")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num-shards", type=int, default=1, help="split the questions over N processes")
+    ap.add_argument("--shard-index", type=int, default=0, help="this process's shard (0..N-1); its answers go "
+                    "to ANSWER_FILE with .shardIofN before the extension")
     ap.add_argument("--warmup", type=int, default=1, help="questions run untimed first")
     ap.add_argument("--device", default=None, help="target device (default: cuda if present, else cpu)")
     ap.add_argument("--device-map", default=None, help="e.g. 'auto': spread the target over all GPUs (accelerate)")
@@ -115,7 +131,8 @@ def main(argv=None):
         sys.exit("error: give --bench NAME or --question-file PATH")
     try:
         method = load_method(args.method)
-        questions = questions_for(args.bench, args.question_file)[:args.limit]
+        questions = shard(questions_for(args.bench, args.question_file)[:args.limit], args.num_shards,
+                          args.shard_index)
         target_path, target_entry = resolve(args.target, "--target")
         models = load_models(method, args, target_path)
     except (NotImplementedMethod, QuestionFileError, ModelNotFound, ValueError, RuntimeError, OSError) as e:
@@ -129,6 +146,8 @@ def main(argv=None):
                 "max_new_tokens": args.max_new_tokens, "template": template, "seed": args.seed,
                 "device": str(target.device), **getattr(forward, "settings", {})}
     model_id = args.model_id or f"{args.method}-{target_path.name}"
+    if args.num_shards > 1:
+        args.answer_file = shard_file(args.answer_file, args.shard_index, args.num_shards)
     try:
         n = run_eval(forward, questions, target.tokenizer, args.answer_file, model_id, template=template,
                      max_new_tokens=args.max_new_tokens, sampling=sampling, seed=args.seed, settings=settings,

@@ -58,15 +58,12 @@ def common_prefix(a, b):
     return n
 
 
-def speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen, propose):
-    """Draft-then-verify rounds shared by the chain methods (SpS, PLD).
+def decode_loop(target, prompt_ids, max_new_tokens, step):
+    """Rounds of draft-then-verify until EOS or max_new_tokens.
 
-    The target's cache holds everything but the last token; each round runs that token plus the
-    drafts in one forward. `propose(seq, budget)` returns (drafts, q_rows): q_rows are the draft's
-    distributions for sampled drafts, or None for deterministic ones.
-    """
-    from src.verify import logits_to_probs, verify_chain
-
+    The target's cache holds everything but the last token; `step(seq, budget)` runs one target
+    forward from there and returns the tokens it verified (at least one). `budget` is how many draft
+    tokens the round may still use."""
     clock = Clock()
     target.reset()
     if len(prompt_ids) > 1:
@@ -74,15 +71,34 @@ def speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen, propose)
     seq, new, accepts = list(prompt_ids), [], []
     eos = target.eos_token_id
     while len(new) < max_new_tokens and eos not in new:
-        budget = max_new_tokens - len(new) - 1  # never draft past the limit (or the context)
-        drafts, q_rows = propose(seq, budget) if budget > 0 else ([], None)
-        logits = target.forward([seq[-1]] + drafts)
-        p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
-        n, nxt = verify_chain(drafts, p_rows, gen, q_rows)
-        target.rollback(len(seq) + n)
-        gained = drafts[:n] + [nxt]
+        gained = step(seq, max_new_tokens - len(new) - 1)
         clock.first_token()
         seq += gained
         new += gained
         accepts.append(len(gained))
     return finish(new, eos, max_new_tokens, accepts, clock)
+
+
+def speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen, propose):
+    """Chain drafts (SpS, PLD): `propose(seq, budget)` returns (drafts, q_rows); q_rows are the draft's
+    distributions for sampled drafts, or None for deterministic ones."""
+    from src.verify import logits_to_probs, verify_chain
+
+    def step(seq, budget):
+        drafts, q_rows = propose(seq, budget) if budget > 0 else ([], None)
+        logits = target.forward([seq[-1]] + drafts)
+        p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+        n, nxt = verify_chain(drafts, p_rows, gen, q_rows)
+        target.rollback(len(seq) + n)
+        return drafts[:n] + [nxt]
+
+    return decode_loop(target, prompt_ids, max_new_tokens, step)
+
+
+def median_seconds(fn, reps=7):
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]

@@ -22,7 +22,7 @@ import traceback
 
 import numpy as np
 
-from src.model.base import Clock, common_prefix, finish
+from src.model.base import Clock, common_prefix, finish, median_seconds
 from src.verify import accept_candidates, logits_to_probs, verify_chain
 
 DRAFT = "gguf"
@@ -291,15 +291,6 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, gamma, m
 
 # -- hardware-aware budget --------------------------------------------------------------------------
 
-def median_time(fn, reps=7):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def measure(target, draft, max_seqs, context_len=64):
     """Per-step time of the draft with k = 1..max_seqs sequences, and the target's forward time for
     n new tokens, on a context of `context_len` tokens."""
@@ -319,7 +310,7 @@ def measure(target, draft, max_seqs, context_len=64):
             draft.decode([(5, s, True) for s in range(k)])
             for s in range(k):
                 draft.rollback(len(ctx), s)
-        draft_step[k] = median_time(step, 9)
+        draft_step[k] = median_seconds(step, 9)
         drafter.branches = [list(ctx)]
     drafter.reset()
     target_fwd = {}
@@ -330,7 +321,7 @@ def measure(target, draft, max_seqs, context_len=64):
             target.forward(ctx[:n] if n <= len(ctx) else (ctx * 2)[:n])
             target.rollback(len(ctx))
         fwd()
-        target_fwd[n] = median_time(fwd, 5)
+        target_fwd[n] = median_seconds(fwd, 5)
     target.reset()
     return draft_step, target_fwd
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import draftretriever
 
-from src.model.base import Clock, finish
+from src.model.base import decode_loop
 from src.verify import logits_to_probs, verify_tree
 
 
@@ -44,14 +44,7 @@ def build_tree(sequences, max_nodes):
 
 
 def generate(target, reader, prompt_ids, max_new_tokens, sampling, gen, max_span=16, min_span=2, num_draft=64):
-    clock = Clock()
-    target.reset()
-    if len(prompt_ids) > 1:
-        target.forward(prompt_ids[:-1])
-    seq, new, accepts = list(prompt_ids), [], []
-    eos = target.eos_token_id
-    while len(new) < max_new_tokens and eos not in new:
-        budget = max_new_tokens - len(new) - 1
+    def step(seq, budget):
         found = [s[:budget] for s in retrieve(reader, seq, max_span, min_span, num_draft)] if budget > 0 else []
         tokens, parents = build_tree(found, num_draft)
         # the last verified token is the tree's root; node i sits at tree index i + 1
@@ -59,12 +52,9 @@ def generate(target, reader, prompt_ids, max_new_tokens, sampling, gen, max_span
         probs = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
         path, nxt = verify_tree(tokens, parents, probs[0], probs[1:], gen)
         target.keep_path(len(seq) - 1, [0] + [n + 1 for n in path])  # root, then the accepted nodes
-        gained = [tokens[n] for n in path] + [nxt]
-        clock.first_token()
-        seq += gained
-        new += gained
-        accepts.append(len(gained))
-    return finish(new, eos, max_new_tokens, accepts, clock)
+        return [tokens[n] for n in path] + [nxt]
+
+    return decode_loop(target, prompt_ids, max_new_tokens, step)
 
 
 def make(args, target, draft=None):

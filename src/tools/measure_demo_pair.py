@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +20,9 @@ from src.backends.draft import Draft, check_vocab
 from src.backends.target import Target
 from src.eval.questions import load_questions
 from src.model.autoregressive import generate
-from src.model.base import Sampling
+from src.model.base import Sampling, median_seconds
 from src.tools.train_demo_pair import encode_stream, held_out_loss, is_held_out, stdlib_files
 from src.utils import ROOT
-
-
-def per_token_ms(fn, reps=50):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def measure(models_dir, prompts_file, new_tokens=128, limit=None):
@@ -79,7 +69,7 @@ def measure(models_dir, prompts_file, new_tokens=128, limit=None):
 
     gguf.clear()
     gguf.eval(ctx[:100])
-    t_ms, d_ms = per_token_ms(t_step), per_token_ms(d_step)
+    t_ms, d_ms = median_seconds(t_step, 51) * 1e3, median_seconds(d_step, 51) * 1e3
     return {
         "held_out_loss": {k: round(v, 4) for k, v in loss.items()},
         "held_out_perplexity": {k: round(math.exp(v), 2) for k, v in loss.items()},

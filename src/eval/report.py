@@ -1,0 +1,127 @@
+"""Report a run: every answer file of RESULTS_DIR (one per method, `ar.jsonl` the baseline).
+
+    python -m src.eval.report results/demo-cpu
+
+Writes report.md (per category: speedup over AR, tokens/s, mean accepted tokens, TTFT and its ratio
+to SpS; DuoDecoding's gamma, k histogram and idle shares), speedup.png and acceptance.png.
+"""
+import argparse
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from src.eval.answers import AnswerFileError, load  # noqa: E402
+from src.eval.speed import compare  # noqa: E402
+
+
+def load_run(folder):
+    runs = {p.stem: load(p) for p in sorted(Path(folder).glob("*.jsonl"))}
+    if "ar" not in runs:
+        raise AnswerFileError(f"no ar.jsonl (the baseline) in {folder}")
+    return runs
+
+
+def duodec_stats(records):
+    ks, gammas, t_idle, d_idle = Counter(), [], [], []
+    for r in records:
+        for st in r["choices"][0].get("stats", []):
+            ks.update({int(k): v for k, v in st.get("k_hist", {}).items()})
+            gammas.append(st.get("gamma"))
+            t_idle.append(st.get("target_idle_share", 0.0))
+            d_idle.append(st.get("draft_idle_share", 0.0))
+    return {"gamma": Counter(gammas).most_common(1)[0][0] if gammas else None, "k_hist": dict(sorted(ks.items())),
+            "target_idle": statistics.fmean(t_idle) if t_idle else 0.0,
+            "draft_idle": statistics.fmean(d_idle) if d_idle else 0.0}
+
+
+def write_report(folder):
+    folder = Path(folder)
+    runs = load_run(folder)
+    methods = [m for m in runs if m != "ar"]
+    results = {m: compare(runs[m], runs["ar"]) for m in methods}
+    sps_ttft = results.get("sps", {})
+    cats = list(next(iter(results.values())).keys()) if results else []
+    lines = [f"# Report: {folder}", ""]
+    for cat in cats:
+        lines += [f"## {cat}", "", "| method | speedup | tokens/s | mean accepted | TTFT ms | TTFT / SpS |",
+                  "|---|---|---|---|---|---|"]
+        ar_tps = results[methods[0]][cat]["base_tokens_per_s"]
+        lines.append(f"| ar | 1.00 | {ar_tps:.1f} | 1.00 | - | - |")
+        for m in methods:
+            f = results[m][cat]
+            ref = sps_ttft.get(cat, {}).get("ttft_s")
+            ratio = f"{f['ttft_s'] / ref:.2f}" if ref else "-"
+            lines.append(f"| {m} | {f['speedup']:.2f} | {f['tokens_per_s']:.1f} | {f['mean_accepted']:.2f} | "
+                         f"{f['ttft_s'] * 1e3:.1f} | {ratio} |")
+        lines.append("")
+    duo = [m for m in methods if m.startswith("duodec")]
+    if duo:
+        lines += ["## DuoDecoding", "", "| run | gamma | k histogram (rounds) | target idle | draft idle |",
+                  "|---|---|---|---|---|"]
+        for m in duo:
+            s = duodec_stats(runs[m])
+            lines.append(f"| {m} | {s['gamma']} | {s['k_hist']} | {s['target_idle']:.0%} | {s['draft_idle']:.0%} |")
+        lines.append("")
+    lines += ["![speedup](speedup.png)", "", "![acceptance](acceptance.png)", ""]
+    (folder / "report.md").write_text("\n".join(lines))
+    plot_speedup(results, methods, cats, folder / "speedup.png")
+    plot_acceptance(runs, methods, folder / "acceptance.png")
+    return folder / "report.md"
+
+
+def plot_speedup(results, methods, cats, path):
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cats) + 2), 4.2))
+    width = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        xs = [c + (i - (len(methods) - 1) / 2) * width for c in range(len(cats))]
+        ax.bar(xs, [results[m][c]["speedup"] for c in cats], width, label=m)
+    ax.axhline(1.0, color="black", linewidth=1, linestyle="--", label="AR = 1")
+    ax.set_xticks(range(len(cats)), cats)
+    ax.set_ylabel("speedup over AR")
+    ax.set_title("Speedup per category")
+    ax.legend(fontsize=8, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_acceptance(runs, methods, path):
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    top = 1
+    for m in methods:
+        acc = [a for r in runs[m] for a in r["choices"][0].get("accept_lengths", [])]
+        if not acc:
+            continue
+        counts = Counter(acc)
+        top = max(top, max(counts))
+        xs = sorted(counts)
+        ax.plot(xs, [counts[x] / len(acc) for x in xs], marker="o", markersize=3, label=m)
+    ax.set_xlabel("tokens gained per target forward")
+    ax.set_ylabel("share of forwards")
+    ax.set_title("Accepted tokens per target forward")
+    ax.set_xlim(0.5, top + 0.5)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results_dir")
+    args = ap.parse_args(argv)
+    try:
+        path = write_report(args.results_dir)
+    except (AnswerFileError, KeyError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {path}, {path.parent / 'speedup.png'} and {path.parent / 'acceptance.png'}")
+
+
+if __name__ == "__main__":
+    main()

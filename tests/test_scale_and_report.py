@@ -1,0 +1,87 @@
+"""Shards and merge, device maps, Spec-Bench compatibility, the report, and adding a method."""
+import json
+
+import pytest
+
+from src.backends.target import Target
+from src.eval import answers
+from src.eval.inference import main as inference_main, run_eval
+from src.eval.merge import merge
+from src.eval.report import write_report
+from src.eval.speed import main as speed_main
+from src.model import METHODS
+from src.model.autoregressive import generate
+from src.model.base import Sampling
+from tests.conftest import write_jsonl
+
+QS = [{"question_id": i, "category": "code" if i % 2 else "text", "turns": [f"def f{i}(x):\n"]} for i in range(1, 8)]
+
+
+def test_shards_and_merge_lose_and_duplicate_nothing(tiny, tmp_path):
+    q = write_jsonl(tmp_path / "q.jsonl", QS)
+    out = tmp_path / "a.jsonl"
+    for i in range(3):
+        inference_main(["--target", str(tiny["target"]), "--question-file", str(q), "--answer-file", str(out),
+                        "--max-new-tokens", "4", "--num-shards", "3", "--shard-index", str(i), "--warmup", "0"])
+    files = sorted(tmp_path.glob("a.shard*of3.jsonl"))
+    assert len(files) == 3
+    merged = merge(files, [x["question_id"] for x in QS])
+    assert [r["question_id"] for r in merged] == list(range(1, 8))
+    with pytest.raises(ValueError, match="answered twice"):
+        merge(files + files[:1])
+    with pytest.raises(ValueError, match="missing"):
+        merge(files[:2], [x["question_id"] for x in QS])
+
+
+def test_device_map_path(tiny):
+    """--device-map goes through accelerate; on CPU a map given explicitly exercises the same path."""
+    dmap = {"model.embed_tokens": "cpu", "model.layers": "cpu", "model.norm": "cpu", "model.rotary_emb": "cpu",
+            "lm_head": "cpu"}
+    mapped, plain = Target(tiny["target"], device_map=dmap), Target(tiny["target"])
+    ids = plain.tokenizer("class Point:\n")["input_ids"]
+    assert generate(mapped, ids, 24, Sampling()).token_ids == generate(plain, ids, 24, Sampling()).token_ids
+
+
+def test_spec_bench_style_file_gives_the_published_formula(tmp_path, capsys):
+    """A hand-written file in Spec-Bench's format (no project-specific fields): speedup is the ratio of the
+    mean per-question speeds, each Σ new_tokens / Σ wall_time (Spec-Bench's speed.py)."""
+    def line(qid, toks, times, acc):
+        return {"question_id": qid, "answer_id": "x", "model_id": "m", "tstamp": 0.0, "category": "qa",
+                "choices": [{"index": 0, "turns": ["a"] * len(toks), "decoding_steps": [len(acc)],
+                             "new_tokens": toks, "wall_time": times, "accept_lengths": acc}]}
+    base = write_jsonl(tmp_path / "b.jsonl", [line(2, [30], [3.0], [1] * 30), line(1, [20, 20], [1.0, 3.0], [1] * 40)])
+    meth = write_jsonl(tmp_path / "m.jsonl", [line(1, [20, 20], [0.5, 1.5], [2] * 20),
+                                              line(2, [30], [1.0], [3] * 10), line(2, [30], [1.0], [3] * 10)])
+    speed_main(["--file-path", str(meth), "--base-path", str(base), "--json"])
+    res = json.loads(capsys.readouterr().out)["overall"]
+    # base speeds: 40/4 = 10, 30/3 = 10 -> 10; method: 40/2 = 20, 30/1 = 30 -> 25 (duplicate line dropped)
+    assert res["speedup"] == pytest.approx(2.5)
+    assert res["mean_accepted"] == pytest.approx((2 * 20 + 3 * 10) / 30)
+    assert [r["question_id"] for r in answers.load(meth)] == [1, 2]
+
+
+def test_toy_method_through_the_harness(tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(METHODS, "repeat", "tests.toy_method")
+    q = write_jsonl(tmp_path / "q.jsonl", QS[:3])
+    out, ref = tmp_path / "toy.jsonl", tmp_path / "ar.jsonl"
+    common = ["--target", str(tiny["target"]), "--question-file", str(q), "--max-new-tokens", "24", "--warmup", "0"]
+    inference_main(["--method", "repeat", "--answer-file", str(out)] + common)
+    inference_main(["--method", "ar", "--answer-file", str(ref)] + common)
+    toy, ar = answers.load(out), answers.load(ref)
+    assert [r["choices"][0]["token_ids"] for r in toy] == [r["choices"][0]["token_ids"] for r in ar]
+    assert toy[0]["choices"][0]["settings"]["toy"] == "repeat-last"
+
+
+def test_report_writes_markdown_and_plots(tiny, tmp_path):
+    t = Target(tiny["target"])
+    for name in ("ar", "sps", "duodec"):
+        def fwd(ids, n, s, g, name=name):
+            out = generate(t, ids, n, s, g)
+            out.stats = {"k_hist": {"1": 3, "2": 1}, "gamma": 7, "target_idle_share": 0.1,
+                         "draft_idle_share": 0.3} if name == "duodec" else {}
+            return out
+        run_eval(fwd, QS, t.tokenizer, tmp_path / f"{name}.jsonl", name, max_new_tokens=6, warmup=0)
+    md = write_report(tmp_path).read_text()
+    assert "## code" in md and "## overall" in md and "| duodec | 7 |" in md
+    for png in ("speedup.png", "acceptance.png"):
+        assert (tmp_path / png).stat().st_size > 5000
