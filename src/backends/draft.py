@@ -95,6 +95,8 @@ class Draft:
         Each token goes at the end of its sequence. Returns the logits of the rows that asked for
         them, in order, as an (n, vocab) float32 array.
         """
+        if not rows:
+            return np.empty((0, self.n_vocab), np.float32)
         if len(rows) > self.n_batch:
             out = [self.decode(rows[i:i + self.n_batch]) for i in range(0, len(rows), self.n_batch)]
             return np.concatenate(out)
