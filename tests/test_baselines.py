@@ -102,7 +102,7 @@ def test_sampling_matches_ar_distribution(tiny_vocab, tmp_path, name):
         w = draftretriever.Writer(file_path=str(store), vocab_size=16)
         w.add_entry([5, 6, 7, 8, 5, 6, 9, 10, 5, 6, 7, 3, 6, 7, 8])
         w.finalize()
-        fwd = rest.make(args(datastore=store, min_span=1), target)
+        fwd = rest.make(args(datastore=store), target)
         prompt = [1, 5, 6]
     exact = exact_first_tokens(target, prompt)
     samples = sample_first_tokens(fwd, prompt, 20000)

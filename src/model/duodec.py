@@ -183,22 +183,25 @@ class ProcessWorker:
 
     def _recv(self, timeout):
         deadline = time.perf_counter() + timeout
-        while not self.conn.poll(0.05):
-            if not self.proc.is_alive():
-                raise RuntimeError(f"the draft worker process died (exit code {self.proc.exitcode})")
-            if time.perf_counter() > deadline:
-                raise RuntimeError(f"the draft worker gave no answer in {timeout:.0f} s")
         try:
+            while not self.conn.poll(0.05):
+                if not self.proc.is_alive():
+                    raise RuntimeError(f"the draft worker process died (exit code {self.proc.exitcode})")
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"the draft worker gave no answer in {timeout:.0f} s")
             status, out, secs = self.conn.recv()
-        except EOFError:
-            raise RuntimeError("the draft worker process died") from None
+        except (EOFError, OSError):
+            raise RuntimeError(f"the draft worker process died (exit code {self.proc.exitcode})") from None
         if status == "error":
             raise RuntimeError(f"the draft worker failed:\n{out}")
         return out, secs
 
     def submit(self, fn, *args):
         self.cancel.clear()
-        self.conn.send((fn, *args))
+        try:
+            self.conn.send((fn, *args))
+        except OSError:
+            raise RuntimeError(f"the draft worker process died (exit code {self.proc.exitcode})") from None
 
     def stop_early(self):
         self.cancel.set()

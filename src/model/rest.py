@@ -17,6 +17,8 @@ def add_args(ap):
 
 def retrieve(reader, seq, max_span=16, min_span=2, num_draft=64):
     """Continuations of the longest suffix of seq (max_span down to min_span) that the datastore holds."""
+    if min_span < 2:  # draftretriever 0.1.1 aborts the process on a one-token query
+        raise ValueError("REST needs --min-span >= 2")
     for span in range(max_span, min_span - 1, -1):
         if len(seq) < span:
             continue
@@ -64,6 +66,8 @@ def make(args, target, draft=None):
     if not store or not Path(store).is_file():
         raise FileNotFoundError(f"REST datastore not found: {store}. Build one with "
                                 f"`python -m src.tools.build_rest_datastore` and pass --datastore PATH.")
+    if args.min_span < 2:
+        raise ValueError("REST needs --min-span >= 2 (draftretriever aborts on one-token queries)")
     reader = draftretriever.Reader(index_file_path=str(store))
 
     def forward(prompt_ids, max_new_tokens, sampling, gen):
