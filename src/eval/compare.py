@@ -37,9 +37,11 @@ VARIANTS = {
     "duodec-gamma8": ["--method", "duodec", "--draft", "demo-draft-gguf", "--gamma", "8"],
     "duodec-full": ["--method", "duodec", "--draft", "demo-draft-gguf", "--seq-budget", "full"],
     "duodec-process": ["--method", "duodec", "--draft", "demo-draft-gguf", "--worker", "process"],
+    "duodec-time": ["--method", "duodec", "--draft", "demo-draft-gguf", "--gamma-rule", "time"],
+    "duodec-preverify": ["--method", "duodec", "--draft", "demo-draft-gguf", "--catch-up", "0"],
 }
 MAIN = ["ar", "sps", "sps-gguf", "pld", "rest", "duodec"]
-ABLATIONS = ["duodec-k1", "duodec-gamma8", "duodec-full", "duodec-process"]
+ABLATIONS = ["duodec-k1", "duodec-gamma8", "duodec-full", "duodec-process", "duodec-time", "duodec-preverify"]
 
 
 def machine():

@@ -37,6 +37,12 @@ def add_args(ap):
                     help="duodec: k sequences share gamma (upstream) or each gets the depth that fits the "
                          "same wall time")
     ap.add_argument("--worker", choices=["thread", "process"], default="thread", help="duodec: draft worker")
+    ap.add_argument("--catch-up", type=int, default=4,
+                    help="duodec: after a rejection, wait for this many draft tokens before the next target "
+                         "forward (0: upstream's pre-verify round, which verifies one token)")
+    ap.add_argument("--gamma-rule", choices=["acceptance", "time"], default="acceptance",
+                    help="duodec, with --gamma auto: maximise expected tokens per second given the acceptance "
+                         "measured so far, or balance drafting and verification time (the paper's rule)")
     ap.add_argument("--force-seqs", type=int, default=0,
                     help="duodec: always draft this many sequences (the top first tokens); for ablations and tests")
 
@@ -247,19 +253,28 @@ def reset_job(drafter, cancel=None):
 
 # -- the decoding loop ----------------------------------------------------------------------------
 
-def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, gamma, max_seqs, depth_by_k=None,
-             force_k=0):
+def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, max_seqs, force_k=0, catch_up=0):
     clock = Clock()
     target.reset()
     eos = target.eos_token_id
     seq, pending, new = list(prompt_ids), [], []
-    accepts, ks, t_target_idle, t_draft_busy = [], {}, 0.0, 0.0
+    accepts, ks, gammas, t_target_idle, t_draft_busy = [], {}, [], 0.0, 0.0
     t_start = time.perf_counter()
     first_round = True
     while len(new) < max_new_tokens and eos not in new:
-        room = max_new_tokens - len(new) - len(pending) - 1
+        room = max_new_tokens - len(new) - 1
+        if catch_up and not pending and not first_round and room > 0:
+            # after a rejection: wait for a few draft tokens so this forward verifies more than one token
+            t_wait = time.perf_counter()
+            worker.submit(draft_job, seq, min(catch_up, room), 1)
+            (pending,), t_draft = worker.result()
+            t_target_idle += time.perf_counter() - t_wait
+            t_draft_busy += t_draft
+        room -= len(pending)
+        gamma = budget.gamma()
+        gammas.append(gamma)
         depth = 1 if first_round else min(gamma, room)  # round 1 overlaps the prefill: one token is ready in time
-        worker.submit(draft_job, seq + pending, depth, max_seqs if depth > 1 else 1, depth_by_k, force_k)
+        worker.submit(draft_job, seq + pending, depth, max_seqs if depth > 1 else 1, budget.depths(gamma), force_k)
         fed = len(seq) - 1 - target.length  # tokens of seq the target has not seen, before the last
         logits = target.forward(seq[target.length:] + pending)[fed:]
         p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
@@ -273,10 +288,12 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, gamma, m
         first_round = False
         target.rollback(len(seq) + n)
         gained = pending[:n]
+        budget.record(n, len(pending))
         if n == len(pending) and seqs[0]:
             # the pending draft held: try the new sequences' first tokens at the next position
             ks[len(seqs)] = ks.get(len(seqs), 0) + 1
             hit, nxt = accept_candidates(p_rows[n], [s[0] for s in seqs], gen)
+            budget.record(hit is not None, 1)
             pending = seqs[hit][1:] if hit is not None else []
         else:
             pending = []
@@ -286,7 +303,8 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, gamma, m
         new += gained
         accepts.append(len(gained))
     wall = time.perf_counter() - t_start
-    stats = {"k_hist": {str(k): v for k, v in sorted(ks.items())}, "gamma": gamma,
+    stats = {"k_hist": {str(k): v for k, v in sorted(ks.items())}, "gamma": round(float(np.mean(gammas)), 2),
+             "acceptance": round(budget.alpha(), 4),
              "target_idle_share": round(t_target_idle / wall, 4) if wall else 0.0,
              "draft_idle_share": round(max(0.0, 1 - t_draft_busy / wall), 4) if wall else 0.0}
     return finish(new, eos, max_new_tokens, accepts, clock, stats)
@@ -324,42 +342,81 @@ def measure(target, draft, max_seqs, context_len=64):
             target.forward(ctx[:n] if n <= len(ctx) else (ctx * 2)[:n])
             target.rollback(len(ctx))
         fwd()
-        target_fwd[n] = median_seconds(fwd, 5)
+        target_fwd[n] = median_seconds(fwd, 9)
     target.reset()
     return draft_step, target_fwd
 
 
 def balance_gamma(draft_step, target_fwd, cap=64):
-    """The smallest gamma whose drafting time covers one target forward over gamma + 1 tokens."""
+    """The paper's rule: the smallest gamma whose drafting time covers one target forward over gamma tokens."""
     ns = sorted(target_fwd)
     t_fwd = lambda n: float(np.interp(n, ns, [target_fwd[x] for x in ns]))
     for g in range(1, cap + 1):
-        if g * draft_step[1] >= t_fwd(g + 1):
+        if g * draft_step[1] >= t_fwd(g):
             return g
     return cap
+
+
+class Budget:
+    """Draft tokens per round (gamma), and each sequence's depth when k sequences share a round.
+
+    fixed: --gamma N. time: balance_gamma. acceptance: the gamma that maximises the expected tokens per
+    round, (1 - a^g) / (1 - a) for acceptance a, over the round's time max(T_target(g), g * t_draft),
+    with a the share of draft tokens accepted so far (starting from a prior of 0.6 over 20 tokens) and
+    T_target a straight line fitted to the measured forward times.
+    """
+
+    def __init__(self, rule, fixed, draft_step, target_fwd, seq_budget="split", cap=64):
+        self.rule, self.fixed, self.cap, self.seq_budget = rule, fixed, cap, seq_budget
+        self.draft_step = draft_step
+        ns = np.array(sorted(target_fwd), dtype=float)
+        self.slope, self.base = np.polyfit(ns, [target_fwd[int(n)] for n in ns], 1)
+        self.time_gamma = balance_gamma(draft_step, target_fwd, cap)
+        self.accepted, self.verified = 0.6 * 20, 20.0
+
+    def alpha(self):
+        return min(self.accepted / self.verified, 0.99)
+
+    def record(self, accepted, verified):
+        self.accepted += accepted
+        self.verified += verified
+
+    def gamma(self):
+        if self.rule == "fixed":
+            return self.fixed
+        if self.rule == "time":
+            return self.time_gamma
+        a, t_d = self.alpha(), self.draft_step[1]
+        rate = lambda g: (1 - a ** g) / (1 - a) / max(self.base + self.slope * g, g * t_d)
+        return max(range(1, self.cap + 1), key=rate)
+
+    def depths(self, gamma):
+        """Each sequence's length for k = 1..max sequences: gamma split k ways (upstream), or as deep
+        as the measured cost of k sequences per step allows in gamma single-sequence steps."""
+        ks = sorted(self.draft_step)
+        step = lambda k: float(np.interp(k, ks, [self.draft_step[x] for x in ks]))
+        if self.seq_budget == "split":
+            return {k: max(1, gamma // k) for k in range(1, max(ks) + 1)}
+        return {k: max(1, int(gamma * self.draft_step[1] / step(k))) for k in range(1, max(ks) + 1)}
 
 
 def make(args, target, draft):
     max_seqs = 1 if args.no_multiseq else min(max(args.max_seqs, args.force_seqs), draft.n_seq)
     draft_step, target_fwd = measure(target, draft, max_seqs)
-    gamma = balance_gamma(draft_step, target_fwd) if args.gamma in (None, "auto") else int(args.gamma)
-    if args.seq_budget == "split":  # upstream: the k sequences share gamma
-        depth_by_k = {k: max(1, gamma // k) for k in range(1, max_seqs + 1)}
-    else:  # each sequence as deep as fits the same wall time, at the measured cost of k sequences per step
-        ks = sorted(draft_step)
-        step = lambda k: float(np.interp(k, ks, [draft_step[x] for x in ks]))
-        depth_by_k = {k: max(1, int(gamma * draft_step[1] / step(k))) for k in range(1, max_seqs + 1)}
+    auto = args.gamma in (None, "auto")
+    budget = Budget(args.gamma_rule if auto else "fixed", None if auto else int(args.gamma), draft_step, target_fwd,
+                    args.seq_budget)
     worker = (ProcessWorker if args.worker == "process" else ThreadWorker)(draft)
 
     def forward(prompt_ids, max_new_tokens, sampling, gen):
-        return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, gamma, max_seqs, depth_by_k,
-                        args.force_seqs)
+        return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, max_seqs,
+                        args.force_seqs, args.catch_up)
 
     forward.close = worker.close
     forward.worker = worker
     forward.settings = {
-        "gamma": gamma, "gamma_mode": "auto" if args.gamma in (None, "auto") else "fixed", "max_seqs": max_seqs,
-        "seq_budget": args.seq_budget, "worker": args.worker, "force_seqs": args.force_seqs, "depth_by_k": depth_by_k,
+        "gamma": "auto" if auto else int(args.gamma), "gamma_rule": budget.rule, "time_balance_gamma": budget.time_gamma,
+        "catch_up": args.catch_up, "max_seqs": max_seqs, "seq_budget": args.seq_budget, "worker": args.worker, "force_seqs": args.force_seqs,
         "draft_step_ms": {k: round(v * 1e3, 4) for k, v in draft_step.items()},
         "target_forward_ms": {n: round(v * 1e3, 4) for n, v in target_fwd.items()}}
     return forward
