@@ -35,14 +35,13 @@ VARIANTS = {
     # ablations
     "duodec-k1": ["--method", "duodec", "--draft", "demo-draft-gguf", "--no-multiseq"],
     "duodec-gamma8": ["--method", "duodec", "--draft", "demo-draft-gguf", "--gamma", "8"],
-    "duodec-split": ["--method", "duodec", "--draft", "demo-draft-gguf", "--seq-budget", "split"],
+    "duodec-full": ["--method", "duodec", "--draft", "demo-draft-gguf", "--seq-budget", "full"],
     "duodec-process": ["--method", "duodec", "--draft", "demo-draft-gguf", "--worker", "process"],
-    "duodec-acceptance": ["--method", "duodec", "--draft", "demo-draft-gguf", "--gamma-rule", "acceptance"],
+    "duodec-time": ["--method", "duodec", "--draft", "demo-draft-gguf", "--gamma-rule", "time"],
     "duodec-preverify": ["--method", "duodec", "--draft", "demo-draft-gguf", "--catch-up", "0"],
 }
 MAIN = ["ar", "sps", "sps-gguf", "pld", "rest", "duodec"]
-ABLATIONS = ["duodec-k1", "duodec-gamma8", "duodec-split", "duodec-process", "duodec-acceptance",
-             "duodec-preverify"]
+ABLATIONS = ["duodec-k1", "duodec-gamma8", "duodec-full", "duodec-process", "duodec-time", "duodec-preverify"]
 
 
 def machine():

@@ -76,11 +76,12 @@ def write_report(folder):
 
 
 def plot_speedup(results, methods, cats, path):
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cats) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(7, 0.3 * len(methods) * len(cats) + 4), 4.5))
     width = 0.8 / max(1, len(methods))
+    colors = plt.get_cmap("tab20").colors
     for i, m in enumerate(methods):
         xs = [c + (i - (len(methods) - 1) / 2) * width for c in range(len(cats))]
-        ax.bar(xs, [results[m][c]["speedup"] for c in cats], width, label=m)
+        ax.bar(xs, [results[m][c]["speedup"] for c in cats], width, label=m, color=colors[i % len(colors)])
     ax.axhline(1.0, color="black", linewidth=1, linestyle="--", label="AR = 1")
     ax.set_xticks(range(len(cats)), cats)
     ax.set_ylabel("speedup over AR")
@@ -91,22 +92,23 @@ def plot_speedup(results, methods, cats, path):
     plt.close(fig)
 
 
-def plot_acceptance(runs, methods, path):
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    top = 1
-    for m in methods:
-        acc = [a for r in runs[m] for a in r["choices"][0].get("accept_lengths", [])]
+def plot_acceptance(runs, methods, path, cap=16):
+    """Share of target forwards that gained 1, 2, ... tokens; cap or more are pooled in the last point."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colors = plt.get_cmap("tab20").colors
+    for i, m in enumerate(methods):
+        acc = [min(a, cap) for r in runs[m] for a in r["choices"][0].get("accept_lengths", [])]
         if not acc:
             continue
         counts = Counter(acc)
-        top = max(top, max(counts))
-        xs = sorted(counts)
-        ax.plot(xs, [counts[x] / len(acc) for x in xs], marker="o", markersize=3, label=m)
-    ax.set_xlabel("tokens gained per target forward")
+        xs = list(range(1, cap + 1))
+        ax.plot(xs, [counts.get(x, 0) / len(acc) for x in xs], marker="o", markersize=3, label=m,
+                color=colors[i % len(colors)])
+    ax.set_xlabel(f"tokens gained per target forward ({cap} = {cap} or more)")
     ax.set_ylabel("share of forwards")
     ax.set_title("Accepted tokens per target forward")
-    ax.set_xlim(0.5, top + 0.5)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.set_xticks(range(1, cap + 1))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -33,14 +33,14 @@ def add_args(ap):
     # --gamma comes from sps ("auto" or N); these are DuoDecoding's own
     ap.add_argument("--max-seqs", type=int, default=8, help="duodec: most draft sequences per round")
     ap.add_argument("--no-multiseq", action="store_true", help="duodec: one sequence (PEARL with a CPU draft)")
-    ap.add_argument("--seq-budget", choices=["split", "full"], default="full",
+    ap.add_argument("--seq-budget", choices=["split", "full"], default="split",
                     help="duodec: k sequences share gamma (upstream) or each gets the depth that fits the "
                          "same wall time")
     ap.add_argument("--worker", choices=["thread", "process"], default="thread", help="duodec: draft worker")
     ap.add_argument("--catch-up", type=int, default=4,
                     help="duodec: after a rejection, wait for this many draft tokens before the next target "
                          "forward (0: upstream's pre-verify round, which verifies one token)")
-    ap.add_argument("--gamma-rule", choices=["acceptance", "time"], default="time",
+    ap.add_argument("--gamma-rule", choices=["acceptance", "time"], default="acceptance",
                     help="duodec, with --gamma auto: maximise expected tokens per second given the acceptance "
                          "measured so far, or balance drafting and verification time (the paper's rule)")
     ap.add_argument("--force-seqs", type=int, default=0,
@@ -106,7 +106,7 @@ class Drafter:
         else:
             firsts = [top1]
         k = len(firsts)
-        n = max(1, depth_for_k(k) if depth_for_k else depth)
+        n = max(1, min(depth, depth_for_k(k)) if depth_for_k else depth)
         seqs = [[t] for t in firsts]
         for s in range(1, k):  # branch with sequence ops, not state copies
             self.draft.fork(0, s, len(context))
