@@ -15,10 +15,6 @@ def pick_device(device=None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_tokenizer(path):
-    return AutoTokenizer.from_pretrained(str(path))
-
-
 class Target:
     """One sequence at a time. `forward` appends tokens to the cache and returns their logits (fp32).
 
@@ -40,7 +36,7 @@ class Target:
         self.dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
         try:
             self.config = AutoConfig.from_pretrained(str(path))
-            self.tokenizer = load_tokenizer(path)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path))
             self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype, device_map=device_map)
         except (OSError, ValueError, RuntimeError) as e:
             raise ModelLoadError(f"cannot load target model from {path}: {e}") from e

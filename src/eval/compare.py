@@ -121,8 +121,9 @@ def main(argv=None):
         if hasattr(fwd, "close"):
             fwd.close()
 
+    host = machine()
     report = [f"# {args.bench}: {len(questions)} questions, {args.max_new_tokens} new tokens, "
-              f"temperature {args.temperature}", "", "Machine: " + json.dumps(machine()), ""]
+              f"temperature {args.temperature}", "", "Machine: " + json.dumps(host), ""]
     base = answers.load(out / "ar.jsonl")
     summary = {}
     for name in names:
@@ -133,7 +134,7 @@ def main(argv=None):
         report += ["```", table(res, f"{name} vs ar"), "```", ""]
     text = "\n".join(report)
     (out / "table.md").write_text(text + "\n")
-    (out / "summary.json").write_text(json.dumps({"machine": machine(), "results": summary}, indent=1) + "\n")
+    (out / "summary.json").write_text(json.dumps({"machine": host, "results": summary}, indent=1) + "\n")
     print(text)
 
 

@@ -247,10 +247,6 @@ def draft_job(drafter, context, depth, max_seqs, depth_by_k=None, force_k=0, can
     return drafter.run(context, depth, max_seqs, fn, cancel, force_k)
 
 
-def reset_job(drafter, cancel=None):
-    drafter.reset()
-
-
 # -- the decoding loop ----------------------------------------------------------------------------
 
 def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, max_seqs, force_k=0, catch_up=0):

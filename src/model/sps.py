@@ -20,16 +20,17 @@ class DraftRunner:
 
     def __init__(self, draft, device):
         self.draft, self.device, self.cached = draft, device, []
+        self.gguf = hasattr(draft, "clear")  # llama.cpp Draft, else an HF Target
 
     def reset(self):
         self.cached = []
-        if hasattr(self.draft, "clear"):
+        if self.gguf:
             self.draft.clear()
         else:
             self.draft.reset()
 
     def feed(self, tokens):
-        if hasattr(self.draft, "clear"):
+        if self.gguf:
             logits = torch.from_numpy(np.asarray(self.draft.eval(tokens)))
         else:
             logits = self.draft.forward(tokens)[-1]
@@ -66,5 +67,5 @@ def make(args, target, draft):
         return speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen,
                                 lambda seq, budget: propose_sampled(runner, seq, min(gamma, budget), sampling, gen))
 
-    forward.settings = {"gamma": gamma, "draft_backend": "llama.cpp" if hasattr(draft, "clear") else "hf"}
+    forward.settings = {"gamma": gamma, "draft_backend": "llama.cpp" if runner.gguf else "hf"}
     return forward
