@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from src.backends.draft import Draft
 from src.backends.target import Target
@@ -16,7 +17,7 @@ from tests.lossless import PROMPTS, chi_square, exact_first_tokens, greedy_misma
 
 def args(**kw):
     base = dict(gamma=None, max_seqs=8, no_multiseq=False, seq_budget="split", worker="thread", force_seqs=0,
-                gamma_rule="acceptance", catch_up=4)
+                gamma_rule="acceptance", catch_up=4, verify="first")
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -55,6 +56,8 @@ def test_batched_sequences_match_drafting_each_alone(tiny):
     dict(),                                    # the automatic rule, auto gamma
     dict(seq_budget="full", gamma="5", catch_up=0),
     dict(gamma_rule="time", catch_up=2),
+    dict(verify="tree", force_seqs=3, gamma="9"),  # catch-up sequences verified as a tree
+    dict(verify="tree"),
 ])
 def test_greedy_identical_to_ar(tiny, variant):
     target = Target(tiny["target"])
@@ -65,11 +68,13 @@ def test_greedy_identical_to_ar(tiny, variant):
         fwd = duodec.make(args(**variant), target, draft)
         try:
             outs, acc, ks, stops = [], [], {}, set()
+            tree_rounds = 0
             for i, p in enumerate(prompts):
                 g = fwd(p, 64 if i % 2 else 40, Sampling(), None)
                 outs.append(g.token_ids)
                 acc += g.accept_lengths
                 stops.add(g.stop)
+                tree_rounds += g.stats["tree_rounds"]
                 for k, v in g.stats["k_hist"].items():
                     ks[k] = ks.get(k, 0) + v
             for i in range(len(prompts)):
@@ -79,6 +84,8 @@ def test_greedy_identical_to_ar(tiny, variant):
                 assert max(acc) > 2
                 if variant.get("force_seqs"):
                     assert set(ks) <= {"1", "3"} and "3" in ks
+            if name == "other" and variant.get("force_seqs") and variant.get("verify") == "tree":
+                assert tree_rounds > 0  # the unrelated draft is rejected often: catch-up trees happen
         finally:
             fwd.close()
 
@@ -106,6 +113,28 @@ def test_sampling_matches_ar_distribution(tiny_vocab):
         assert pval > 0.01
     finally:
         fwd.close()
+
+
+def test_sampling_with_tree_verification_matches_ar_distribution(tiny_vocab):
+    target = Target(tiny_vocab["target"])
+    fwd = duodec.make(args(force_seqs=3, gamma="3", verify="tree", catch_up=3), target,
+                      Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=512))
+    try:
+        prompt = [1, 5, 6]
+        gen = torch.Generator().manual_seed(1)
+        assert sum(fwd(prompt, 3, Sampling(1.0), gen).stats["tree_rounds"] for _ in range(50)) > 0
+        samples = sample_first_tokens(fwd, prompt, 20000)
+        pval = chi_square(samples, exact_first_tokens(target, prompt))
+        print(f"duodec tree chi-square p = {pval:.3f}")
+        assert pval > 0.01
+    finally:
+        fwd.close()
+
+
+def test_flatten_puts_sequence_zero_first():
+    tokens, parents = duodec.flatten([[5, 6, 7], [8], [9, 10]])
+    assert tokens == [5, 6, 7, 8, 9, 10]
+    assert parents == [-1, 0, 1, -1, -1, 4]
 
 
 def test_dead_worker_is_an_error_within_seconds(tiny):

@@ -7,7 +7,7 @@ from src.backends.target import Target
 from src.eval import answers
 from src.eval.inference import main as inference_main, run_eval
 from src.eval.merge import merge
-from src.eval.report import write_report
+from src.eval.report import pipeline, write_report
 from src.eval.speed import main as speed_main
 from src.model import METHODS
 from src.model.autoregressive import generate
@@ -85,3 +85,16 @@ def test_report_writes_markdown_and_plots(tiny, tmp_path):
     assert "## code" in md and "## overall" in md and "| duodec | 7 |" in md
     for png in ("speedup.png", "acceptance.png"):
         assert (tmp_path / png).stat().st_size > 5000
+
+
+def test_pipeline_bound_and_efficiency_by_hand():
+    def rec(qid, tokens, wall, steps, verify_ms=None):
+        stats = [{"verify_ms": verify_ms}] if verify_ms else [{}]
+        return {"question_id": qid, "choices": [{"new_tokens": [tokens], "wall_time": [wall],
+                                                 "decoding_steps": [steps], "stats": stats}]}
+    ar = [rec(1, 10, 0.040, 10), rec(2, 10, 0.050, 10)]
+    # question 1: 5 tokens per forward, AR 4 ms/token, 8 ms per verify round: bound 2.5; speedup 2.0
+    # question 2: 2 tokens per forward, AR 5 ms/token, 5 ms per round: bound 2.0; speedup 1.0
+    duo = [rec(1, 10, 0.020, 2, 8.0), rec(2, 10, 0.050, 5, 5.0)]
+    v_ms, bound, eff = pipeline(duo, ar)
+    assert v_ms == pytest.approx(6.5) and bound == pytest.approx(2.25) and eff == pytest.approx(0.65)

@@ -3,7 +3,7 @@
     python -m src.eval.report results/demo-cpu
 
 Writes report.md (per category: speedup over AR, tokens/s, mean accepted tokens, TTFT and its ratio
-to SpS; DuoDecoding's gamma, k histogram and idle shares), speedup.png and acceptance.png.
+to SpS; DuoDecoding's gamma, k histogram, idle shares, pipeline bound and efficiency), speedup.png and acceptance.png.
 """
 import argparse
 import statistics
@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from src.eval.answers import AnswerFileError, load  # noqa: E402
-from src.eval.speed import compare  # noqa: E402
+from src.eval.speed import compare, question_speed  # noqa: E402
 
 
 def load_run(folder):
@@ -28,16 +28,41 @@ def load_run(folder):
 
 
 def duodec_stats(records):
-    ks, gammas, t_idle, d_idle = Counter(), [], [], []
+    ks, gammas, t_idle, d_idle, v_tok = Counter(), [], [], [], []
     for r in records:
         for st in r["choices"][0].get("stats", []):
             ks.update({int(k): v for k, v in st.get("k_hist", {}).items()})
             gammas.append(st.get("gamma"))
             t_idle.append(st.get("target_idle_share", 0.0))
             d_idle.append(st.get("draft_idle_share", 0.0))
+            if st.get("verify_ms"):
+                v_tok.append(st["verify_tokens"])
+    mean = lambda xs: statistics.fmean(xs) if xs else 0.0
     return {"gamma": Counter(gammas).most_common(1)[0][0] if gammas else None, "k_hist": dict(sorted(ks.items())),
-            "target_idle": statistics.fmean(t_idle) if t_idle else 0.0,
-            "draft_idle": statistics.fmean(d_idle) if d_idle else 0.0}
+            "target_idle": mean(t_idle), "draft_idle": mean(d_idle), "verify_tokens": mean(v_tok)}
+
+
+def pipeline(records, base_records):
+    """Per question: bound = tokens per target forward x AR's time per token / the target's time per verify
+    round (forward and verification, as measured in the run), and efficiency = speedup / bound.
+    Returns the medians over questions of (verify ms, bound, efficiency)."""
+    base = {r["question_id"]: r["choices"][0] for r in base_records}
+    v_ms, bounds, effs = [], [], []
+    for r in records:
+        c, b = r["choices"][0], base.get(r["question_id"])
+        rounds = list(zip([st.get("verify_ms", 0.0) for st in c.get("stats", [])], c["decoding_steps"]))
+        n = sum(k for ms, k in rounds if ms)
+        if not b or not n or not sum(b["new_tokens"]):
+            continue
+        verify_ms = sum(ms * k for ms, k in rounds if ms) / n
+        ar_ms = 1e3 * sum(b["wall_time"]) / sum(b["new_tokens"])
+        accepted = sum(c["new_tokens"]) / sum(c["decoding_steps"])
+        bound = accepted * ar_ms / verify_ms
+        v_ms.append(verify_ms)
+        bounds.append(bound)
+        effs.append(question_speed(r) / question_speed({"choices": [b]}) / bound)
+    med = lambda xs: statistics.median(xs) if xs else 0.0
+    return med(v_ms), med(bounds), med(effs)
 
 
 def write_report(folder):
@@ -62,11 +87,17 @@ def write_report(folder):
         lines.append("")
     duo = [m for m in methods if m.startswith("duodec")]
     if duo:
-        lines += ["## DuoDecoding", "", "| run | gamma | k histogram (rounds) | target idle | draft idle |",
-                  "|---|---|---|---|---|"]
+        lines += ["## DuoDecoding", "",
+                  "Pipeline bound of a question: tokens per target forward × AR's time per token ÷ the target's "
+                  "time per verify round (forward and verification, measured in the run). Efficiency: the "
+                  "question's speedup ÷ its bound. Both are medians over questions.", "",
+                  "| run | gamma | k histogram (rounds) | target idle | draft idle | tokens fed per forward "
+                  "| verify ms | bound | efficiency |", "|---|---|---|---|---|---|---|---|---|"]
         for m in duo:
             s = duodec_stats(runs[m])
-            lines.append(f"| {m} | {s['gamma']} | {s['k_hist']} | {s['target_idle']:.0%} | {s['draft_idle']:.0%} |")
+            v_ms, bound, eff = pipeline(runs[m], runs["ar"])
+            lines.append(f"| {m} | {s['gamma']} | {s['k_hist']} | {s['target_idle']:.0%} | {s['draft_idle']:.0%} | "
+                         f"{s['verify_tokens']:.1f} | {v_ms:.2f} | {bound:.2f} | {eff:.2f} |")
         lines.append("")
     lines += ["![speedup](speedup.png)", "", "![acceptance](acceptance.png)", ""]
     (folder / "report.md").write_text("\n".join(lines))

@@ -2,6 +2,8 @@
 import time
 from dataclasses import dataclass, field
 
+from src.verify import logits_to_probs, verify_chain, verify_tree
+
 
 @dataclass
 class Sampling:
@@ -82,8 +84,6 @@ def decode_loop(target, prompt_ids, max_new_tokens, step):
 def speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen, propose):
     """Chain drafts (SpS, PLD): `propose(seq, budget)` returns (drafts, q_rows); q_rows are the draft's
     distributions for sampled drafts, or None for deterministic ones."""
-    from src.verify import logits_to_probs, verify_chain
-
     def step(seq, budget):
         drafts, q_rows = propose(seq, budget) if budget > 0 else ([], None)
         logits = target.forward([seq[-1]] + drafts)
@@ -93,6 +93,18 @@ def speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen, propose)
         return drafts[:n] + [nxt]
 
     return decode_loop(target, prompt_ids, max_new_tokens, step)
+
+
+def tree_step(target, seq, tokens, parents, sampling, gen):
+    """Verify a token tree hung under seq[-1] (the cache holds seq[:-1]) in one target forward, and keep
+    the accepted path in the cache. Returns (path as node indices, next token, the distributions after
+    seq[-1] and after each node)."""
+    # seq[-1] is the forward's root; node i sits at index i + 1
+    logits = target.verify_tree([seq[-1]] + tokens, [-1] + [p + 1 if p >= 0 else 0 for p in parents])
+    probs = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+    path, nxt = verify_tree(tokens, parents, probs[0], probs[1:], gen)
+    target.keep_path(len(seq) - 1, [0] + [n + 1 for n in path])
+    return path, nxt, probs
 
 
 def median_seconds(fn, reps=7):

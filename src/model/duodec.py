@@ -7,6 +7,8 @@ drafts the next sequences from the end of that pending draft. Then:
   - if all of it holds, the first tokens of the new sequences are tried at the next position, and
     the accepted sequence becomes the new pending draft (post-verify: the pipeline stays full);
   - otherwise the target's own token is appended, the new drafts are discarded (pre-verify).
+After a rejection the next forward would verify nothing new, so it first waits for --catch-up draft
+tokens: one sequence (--verify first), or k sequences verified together as a tree (--verify tree).
 Every candidate is deterministic (greedy draft tokens, top-k first tokens), so the
 deterministic-candidate rule keeps sampling exact.
 
@@ -22,7 +24,7 @@ import traceback
 
 import numpy as np
 
-from src.model.base import Clock, common_prefix, finish, median_seconds
+from src.model.base import Clock, common_prefix, finish, median_seconds, tree_step
 from src.verify import accept_candidates, logits_to_probs, verify_chain
 
 DRAFT = "gguf"
@@ -40,6 +42,10 @@ def add_args(ap):
     ap.add_argument("--catch-up", type=int, default=4,
                     help="duodec: after a rejection, wait for this many draft tokens before the next target "
                          "forward (0: upstream's pre-verify round, which verifies one token)")
+    ap.add_argument("--verify", choices=["first", "tree"], default="first",
+                    help="duodec: after a rejection, draft one sequence for the catch-up forward (first: the "
+                         "other sequences are judged by their first token only, upstream's scheme) or k "
+                         "sequences verified together as a tree in that forward")
     ap.add_argument("--gamma-rule", choices=["acceptance", "time"], default="acceptance",
                     help="duodec, with --gamma auto: maximise expected tokens per second given the acceptance "
                          "measured so far, or balance drafting and verification time (the paper's rule)")
@@ -98,7 +104,7 @@ class Drafter:
         p1 = softmax(logits)
         top1 = int(p1.argmax())
         second = None
-        if force_k > 1 and depth > 1:
+        if force_k > 1:
             firsts = [int(t) for t in np.argsort(-p1, kind="stable")[:force_k]]
         elif max_seqs > 1 and depth > 1:
             second = self.draft.eval([top1])  # theta needs it; it is also sequence 0's next step
@@ -249,46 +255,81 @@ def draft_job(drafter, context, depth, max_seqs, depth_by_k=None, force_k=0, can
 
 # -- the decoding loop ----------------------------------------------------------------------------
 
-def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, max_seqs, force_k=0, catch_up=0):
+def flatten(seqs):
+    """k sequences with distinct first tokens as one tree under the last verified token:
+    (tokens, parents), sequence 0 first, so its nodes are 0 .. len(seqs[0]) - 1."""
+    tokens, parents = [], []
+    for s in seqs:
+        for j, t in enumerate(s):
+            parents.append(-1 if j == 0 else len(tokens) - 1)
+            tokens.append(t)
+    return tokens, parents
+
+
+def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, max_seqs, force_k=0, catch_up=0,
+             tree=False):
     clock = Clock()
     target.reset()
     eos = target.eos_token_id
     seq, pending, new = list(prompt_ids), [], []
-    accepts, ks, gammas, t_target_idle, t_draft_busy = [], {}, [], 0.0, 0.0
+    accepts, ks, gammas, t_target_idle, t_draft_busy, tree_rounds = [], {}, [], 0.0, 0.0, 0
+    verify_s, verify_tokens = [], []  # the target's work per round after the prefill: forward and verification
     t_start = time.perf_counter()
     first_round = True
     while len(new) < max_new_tokens and eos not in new:
         room = max_new_tokens - len(new) - 1
+        caught = None
         if catch_up and not pending and not first_round and room > 0:
-            # after a rejection: wait for a few draft tokens so this forward verifies more than one token
+            # after a rejection: wait for a few draft tokens so this forward verifies more than one token;
+            # with `tree`, k sequences by the theta rule, all verified in this forward
             t_wait = time.perf_counter()
-            worker.submit(draft_job, seq, min(catch_up, room), 1)
-            (pending,), t_draft = worker.result()
+            worker.submit(draft_job, seq, min(catch_up, room), max_seqs if tree else 1, budget.depths(catch_up),
+                          force_k if tree else 0)
+            caught, t_draft = worker.result()
+            pending = caught[0]
             t_target_idle += time.perf_counter() - t_wait
             t_draft_busy += t_draft
         room -= len(pending)
         gamma = budget.gamma()
         gammas.append(gamma)
         depth = 1 if first_round else min(gamma, room)  # round 1 overlaps the prefill: one token is ready in time
+        # the draft continues the pending draft (sequence 0 of a tree) while the target verifies it
         worker.submit(draft_job, seq + pending, depth, max_seqs if depth > 1 else 1, budget.depths(gamma), force_k)
-        fed = len(seq) - 1 - target.length  # tokens of seq the target has not seen, before the last
-        logits = target.forward(seq[target.length:] + pending)[fed:]
-        p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
-        n, nxt = verify_chain(pending, p_rows, gen)
-        if n < len(pending):
+        t_verify = time.perf_counter()
+        if caught is not None and len(caught) > 1:
+            tree_rounds += 1
+            ks[len(caught)] = ks.get(len(caught), 0) + 1
+            tokens, parents = flatten(caught)
+            n_fed = 1 + len(tokens)
+            path, nxt, probs = tree_step(target, seq, tokens, parents, sampling, gen)
+            gained = [tokens[i] for i in path]
+            held = path == list(range(len(pending)))
+            at_leaf = held or (bool(path) and (path[-1] + 1 == len(tokens) or parents[path[-1] + 1] == -1))
+            p_next = probs[path[-1] + 1 if path else 0]
+        else:
+            fed = len(seq) - 1 - target.length  # tokens of seq the target has not seen, before the last
+            n_fed = fed + 1 + len(pending)
+            logits = target.forward(seq[target.length:] + pending)[fed:]
+            p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+            n, nxt = verify_chain(pending, p_rows, gen)
+            target.rollback(len(seq) + n)
+            gained, held, p_next = pending[:n], n == len(pending), p_rows[n]
+            at_leaf = held
+        if not first_round:
+            verify_s.append(time.perf_counter() - t_verify)
+            verify_tokens.append(n_fed)
+        if not held:
             worker.stop_early()  # its drafts continue a rejected token: cut them short
         t_wait = time.perf_counter()
         seqs, t_draft = worker.result()
         t_target_idle += time.perf_counter() - t_wait
         t_draft_busy += t_draft
         first_round = False
-        target.rollback(len(seq) + n)
-        gained = pending[:n]
-        budget.record(n, len(pending))
-        if n == len(pending) and seqs[0]:
+        budget.record(len(gained), len(gained) + (not at_leaf))  # tokens tested: the accepted, then a rejection
+        if held and seqs[0]:
             # the pending draft held: try the new sequences' first tokens at the next position
             ks[len(seqs)] = ks.get(len(seqs), 0) + 1
-            hit, nxt = accept_candidates(p_rows[n], [s[0] for s in seqs], gen)
+            hit, nxt = accept_candidates(p_next, [s[0] for s in seqs], gen)
             budget.record(hit is not None, 1)
             pending = seqs[hit][1:] if hit is not None else []
         else:
@@ -300,7 +341,9 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
         accepts.append(len(gained))
     wall = time.perf_counter() - t_start
     stats = {"k_hist": {str(k): v for k, v in sorted(ks.items())}, "gamma": round(float(np.mean(gammas)), 2),
-             "acceptance": round(budget.alpha(), 4),
+             "acceptance": round(budget.alpha(), 4), "tree_rounds": tree_rounds,
+             "verify_ms": round(1e3 * float(np.mean(verify_s)), 4) if verify_s else 0.0,
+             "verify_tokens": round(float(np.mean(verify_tokens)), 2) if verify_tokens else 0.0,
              "target_idle_share": round(t_target_idle / wall, 4) if wall else 0.0,
              "draft_idle_share": round(max(0.0, 1 - t_draft_busy / wall), 4) if wall else 0.0}
     return finish(new, eos, max_new_tokens, accepts, clock, stats)
@@ -406,13 +449,14 @@ def make(args, target, draft):
 
     def forward(prompt_ids, max_new_tokens, sampling, gen):
         return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, max_seqs,
-                        args.force_seqs, args.catch_up)
+                        args.force_seqs, args.catch_up, args.verify == "tree")
 
     forward.close = worker.close
     forward.worker = worker
     forward.settings = {
         "gamma": "auto" if auto else int(args.gamma), "gamma_rule": budget.rule, "time_balance_gamma": budget.time_gamma,
-        "catch_up": args.catch_up, "max_seqs": max_seqs, "seq_budget": args.seq_budget, "worker": args.worker, "force_seqs": args.force_seqs,
+        "catch_up": args.catch_up, "verify": args.verify, "max_seqs": max_seqs, "seq_budget": args.seq_budget,
+        "worker": args.worker, "force_seqs": args.force_seqs,
         "draft_step_ms": {k: round(v * 1e3, 4) for k, v in draft_step.items()},
         "target_forward_ms": {n: round(v * 1e3, 4) for n, v in target_fwd.items()}}
     return forward

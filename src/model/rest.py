@@ -4,8 +4,7 @@ from pathlib import Path
 
 import draftretriever
 
-from src.model.base import decode_loop
-from src.verify import logits_to_probs, verify_tree
+from src.model.base import decode_loop, tree_step
 
 
 def add_args(ap):
@@ -49,11 +48,7 @@ def generate(target, reader, prompt_ids, max_new_tokens, sampling, gen, max_span
     def step(seq, budget):
         found = [s[:budget] for s in retrieve(reader, seq, max_span, min_span, num_draft)] if budget > 0 else []
         tokens, parents = build_tree(found, num_draft)
-        # the last verified token is the tree's root; node i sits at tree index i + 1
-        logits = target.verify_tree([seq[-1]] + tokens, [-1] + [p + 1 if p >= 0 else 0 for p in parents])
-        probs = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
-        path, nxt = verify_tree(tokens, parents, probs[0], probs[1:], gen)
-        target.keep_path(len(seq) - 1, [0] + [n + 1 for n in path])  # root, then the accepted nodes
+        path, nxt, _ = tree_step(target, seq, tokens, parents, sampling, gen)
         return [tokens[n] for n in path] + [nxt]
 
     return decode_loop(target, prompt_ids, max_new_tokens, step)
