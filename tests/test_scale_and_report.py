@@ -7,7 +7,7 @@ from src.backends.target import Target
 from src.eval import answers
 from src.eval.inference import main as inference_main, run_eval
 from src.eval.merge import merge
-from src.eval.report import pipeline, write_report
+from src.eval.report import overlap_ceiling, pipeline, write_report
 from src.eval.speed import main as speed_main
 from src.model import METHODS
 from src.model.autoregressive import generate
@@ -98,3 +98,13 @@ def test_pipeline_bound_and_efficiency_by_hand():
     duo = [rec(1, 10, 0.020, 2, 8.0), rec(2, 10, 0.050, 5, 5.0)]
     v_ms, bound, eff = pipeline(duo, ar)
     assert v_ms == pytest.approx(6.5) and bound == pytest.approx(2.25) and eff == pytest.approx(0.65)
+
+
+def test_overlap_ceiling_by_hand():
+    sps = [{"choices": [{"settings": {"gamma": 5, "draft_backend": "llama.cpp"}}]}]
+    duo = [{"choices": [{"settings": {"draft_step_ms": {"1": 0.2}, "target_forward_ms": {"1": 3.0, "8": 5.0}}}]}]
+    ceiling, gamma, t_draft, t_fwd = overlap_ceiling(sps, duo)
+    assert t_fwd == pytest.approx(3.0 + 2.0 * 5 / 7)  # interpolated at gamma + 1 = 6 tokens
+    assert ceiling == pytest.approx(1 + 5 * 0.2 / t_fwd)
+    hf = [{"choices": [{"settings": {"gamma": 5, "draft_backend": "hf"}}]}]
+    assert overlap_ceiling(hf, duo) is None and overlap_ceiling(None, duo) is None
