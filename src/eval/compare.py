@@ -40,7 +40,8 @@ VARIANTS = {
     "duodec-time": ["--method", "duodec", "--draft", "demo-draft-gguf", "--gamma-rule", "time"],
     "duodec-preverify": ["--method", "duodec", "--draft", "demo-draft-gguf", "--catch-up", "0"],
     "duodec-tree": ["--method", "duodec", "--draft", "demo-draft-gguf", "--verify", "tree"],
-    "duodec-tree-full": ["--method", "duodec", "--draft", "demo-draft-gguf", "--verify", "tree", "--seq-budget", "full"],
+    "duodec-tree-full": ["--method", "duodec", "--draft", "demo-draft-gguf", "--verify", "tree",
+                         "--seq-budget", "full"],
 }
 MAIN = ["ar", "sps", "sps-gguf", "pld", "rest", "duodec"]
 ABLATIONS = ["duodec-k1", "duodec-gamma8", "duodec-full", "duodec-process", "duodec-time", "duodec-preverify",

@@ -117,7 +117,8 @@ def write_report(folder):
         lines.append("")
         ceiling = overlap_ceiling(runs.get("sps-gguf"), runs.get("duodec", runs[duo[0]]))
         if ceiling:
-            lines += [f"What overlap alone can gain over SpS with the GGUF draft at SpS's gamma (all of its drafting hidden): "
+            lines += ["What overlap alone can gain over SpS with the GGUF draft at SpS's gamma (all of its drafting "
+                      "hidden): "
                       f"1 + gamma · t_draft / T_target(gamma + 1) = 1 + {ceiling[1]} · {ceiling[2]:.3f} / "
                       f"{ceiling[3]:.2f} ms = {ceiling[0]:.2f} (SpS's gamma; DuoDecoding's start-up timings).", ""]
     lines += ["![speedup](speedup.png)", "", "![acceptance](acceptance.png)", ""]

@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -266,6 +267,39 @@ def flatten(seqs):
     return tokens, parents
 
 
+@dataclass
+class Verdict:
+    """One round's verification: the accepted draft tokens, whether the pending draft held to its end,
+    whether the test stopped at a branch's end (no rejection), the distribution after the accepted
+    tokens, the target's next token, and how many tokens the forward fed."""
+    gained: list
+    held: bool
+    at_leaf: bool
+    p_next: object
+    nxt: int
+    fed: int
+
+
+def check_chain(target, seq, pending, sampling, gen):
+    """One forward over what the target has not seen of seq, then the pending draft, verified as a chain."""
+    unseen = len(seq) - 1 - target.length  # tokens before the last one (the prompt, on the first round)
+    logits = target.forward(seq[target.length:] + pending)[unseen:]
+    p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+    n, nxt = verify_chain(pending, p_rows, gen)
+    target.rollback(len(seq) + n)
+    held = n == len(pending)
+    return Verdict(pending[:n], held, held, p_rows[n], nxt, unseen + 1 + len(pending))
+
+
+def check_tree(target, seq, seqs, sampling, gen):
+    """One forward over k sequences hung under seq[-1]; `held` means sequence 0 was accepted whole."""
+    tokens, parents = flatten(seqs)
+    path, nxt, probs = tree_step(target, seq, tokens, parents, sampling, gen)
+    held = path == list(range(len(seqs[0])))
+    at_leaf = bool(path) and (path[-1] + 1 == len(tokens) or parents[path[-1] + 1] == -1)
+    return Verdict([tokens[i] for i in path], held, at_leaf, probs[path[-1] + 1 if path else 0], nxt, 1 + len(tokens))
+
+
 def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, max_seqs, force_k=0, catch_up=0,
              tree=False):
     clock = Clock()
@@ -299,25 +333,13 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
         if caught is not None and len(caught) > 1:
             tree_rounds += 1
             ks[len(caught)] = ks.get(len(caught), 0) + 1
-            tokens, parents = flatten(caught)
-            n_fed = 1 + len(tokens)
-            path, nxt, probs = tree_step(target, seq, tokens, parents, sampling, gen)
-            gained = [tokens[i] for i in path]
-            held = path == list(range(len(pending)))
-            at_leaf = held or (bool(path) and (path[-1] + 1 == len(tokens) or parents[path[-1] + 1] == -1))
-            p_next = probs[path[-1] + 1 if path else 0]
+            v = check_tree(target, seq, caught, sampling, gen)
         else:
-            fed = len(seq) - 1 - target.length  # tokens of seq the target has not seen, before the last
-            n_fed = fed + 1 + len(pending)
-            logits = target.forward(seq[target.length:] + pending)[fed:]
-            p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
-            n, nxt = verify_chain(pending, p_rows, gen)
-            target.rollback(len(seq) + n)
-            gained, held, p_next = pending[:n], n == len(pending), p_rows[n]
-            at_leaf = held
+            v = check_chain(target, seq, pending, sampling, gen)
+        gained, held, nxt = v.gained, v.held, v.nxt
         if not first_round:
             verify_s.append(time.perf_counter() - t_verify)
-            verify_tokens.append(n_fed)
+            verify_tokens.append(v.fed)
         if not held:
             worker.stop_early()  # its drafts continue a rejected token: cut them short
         t_wait = time.perf_counter()
@@ -325,11 +347,11 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
         t_target_idle += time.perf_counter() - t_wait
         t_draft_busy += t_draft
         first_round = False
-        budget.record(len(gained), len(gained) + (not at_leaf))  # tokens tested: the accepted, then a rejection
+        budget.record(len(gained), len(gained) + (not v.at_leaf))  # tokens tested: the accepted, then a rejection
         if held and seqs[0]:
             # the pending draft held: try the new sequences' first tokens at the next position
             ks[len(seqs)] = ks.get(len(seqs), 0) + 1
-            hit, nxt = accept_candidates(p_next, [s[0] for s in seqs], gen)
+            hit, nxt = accept_candidates(v.p_next, [s[0] for s in seqs], gen)
             budget.record(hit is not None, 1)
             pending = seqs[hit][1:] if hit is not None else []
         else:
@@ -454,7 +476,8 @@ def make(args, target, draft):
     forward.close = worker.close
     forward.worker = worker
     forward.settings = {
-        "gamma": "auto" if auto else int(args.gamma), "gamma_rule": budget.rule, "time_balance_gamma": budget.time_gamma,
+        "gamma": "auto" if auto else int(args.gamma), "gamma_rule": budget.rule,
+        "time_balance_gamma": budget.time_gamma,
         "catch_up": args.catch_up, "verify": args.verify, "max_seqs": max_seqs, "seq_budget": args.seq_budget,
         "worker": args.worker, "force_seqs": args.force_seqs,
         "draft_step_ms": {k: round(v * 1e3, 4) for k, v in draft_step.items()},
