@@ -18,6 +18,7 @@ print("GPU:", torch.cuda.get_device_name(0))
 PY
 card=$(python -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
 out=results/gpu/$card
-python -m src.eval.compare --bench demo --methods ar,sps-gguf,duodec,duodec-k1,duodec-tree,duodec-tree-full --limit "$limit" --device cuda \
+python -m src.eval.compare --bench demo --methods ar,sps-gguf,duodec,duodec-k1,duodec-tree,duodec-tree-full \
+  --limit "$limit" --device cuda \
   --draft-threads "${DRAFT_THREADS:-8}" --out "$out"
 python -m src.eval.report "$out"

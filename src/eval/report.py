@@ -47,21 +47,20 @@ def pipeline(records, base_records):
     """Per question: bound = tokens per target forward x AR's time per token / the target's time per verify
     round (forward and verification, as measured in the run), and efficiency = speedup / bound.
     Returns the medians over questions of (verify ms, bound, efficiency)."""
-    base = {r["question_id"]: r["choices"][0] for r in base_records}
+    base = {r["question_id"]: r for r in base_records}
     v_ms, bounds, effs = [], [], []
     for r in records:
         c, b = r["choices"][0], base.get(r["question_id"])
         rounds = list(zip([st.get("verify_ms", 0.0) for st in c.get("stats", [])], c["decoding_steps"]))
         n = sum(k for ms, k in rounds if ms)
-        if not b or not n or not sum(b["new_tokens"]):
+        if not b or not n or not question_speed(b):
             continue
         verify_ms = sum(ms * k for ms, k in rounds if ms) / n
-        ar_ms = 1e3 * sum(b["wall_time"]) / sum(b["new_tokens"])
         accepted = sum(c["new_tokens"]) / sum(c["decoding_steps"])
-        bound = accepted * ar_ms / verify_ms
+        bound = accepted * (1e3 / question_speed(b)) / verify_ms  # AR's ms per token
         v_ms.append(verify_ms)
         bounds.append(bound)
-        effs.append(question_speed(r) / question_speed({"choices": [b]}) / bound)
+        effs.append(question_speed(r) / question_speed(b) / bound)
     med = lambda xs: statistics.median(xs) if xs else 0.0
     return med(v_ms), med(bounds), med(effs)
 
