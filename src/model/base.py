@@ -86,13 +86,22 @@ def speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen, propose)
     distributions for sampled drafts, or None for deterministic ones."""
     def step(seq, budget):
         drafts, q_rows = propose(seq, budget) if budget > 0 else ([], None)
-        logits = target.forward([seq[-1]] + drafts)
-        p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
-        n, nxt = verify_chain(drafts, p_rows, gen, q_rows)
-        target.rollback(len(seq) + n)
+        n, nxt, _ = chain_step(target, seq, drafts, sampling, gen, q_rows)
         return drafts[:n] + [nxt]
 
     return decode_loop(target, prompt_ids, max_new_tokens, step)
+
+
+def chain_step(target, seq, drafts, sampling, gen, q_rows=None):
+    """Verify a chain of drafts after seq in one target forward, feeding first what the cache lacks of
+    seq, and roll the cache back to the accepted tokens. Returns (number accepted, next token, the
+    distributions after seq and after each draft)."""
+    unseen = len(seq) - 1 - target.length
+    logits = target.forward(seq[target.length:] + drafts)[unseen:]
+    p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+    n, nxt = verify_chain(drafts, p_rows, gen, q_rows)
+    target.rollback(len(seq) + n)
+    return n, nxt, p_rows
 
 
 def tree_step(target, seq, tokens, parents, sampling, gen):

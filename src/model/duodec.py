@@ -24,9 +24,10 @@ import traceback
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import softmax
 
-from src.model.base import Clock, common_prefix, finish, median_seconds, tree_step
-from src.verify import accept_candidates, logits_to_probs, verify_chain
+from src.model.base import Clock, chain_step, common_prefix, finish, median_seconds, tree_step
+from src.verify import accept_candidates
 
 DRAFT = "gguf"
 WORKER_TIMEOUT = 5.0
@@ -55,11 +56,6 @@ def add_args(ap):
 
 
 # -- the multi-sequence rule (pure) ---------------------------------------------------------------
-
-def softmax(logits):
-    z = np.exp(logits - logits.max())
-    return z / z.sum()
-
 
 def choose_first_tokens(p_first, p_second_top1, max_seqs):
     """First tokens of the draft sequences: the top-1, plus each next-ranked token whose probability
@@ -281,14 +277,12 @@ class Verdict:
 
 
 def check_chain(target, seq, pending, sampling, gen):
-    """One forward over what the target has not seen of seq, then the pending draft, verified as a chain."""
-    unseen = len(seq) - 1 - target.length  # tokens before the last one (the prompt, on the first round)
-    logits = target.forward(seq[target.length:] + pending)[unseen:]
-    p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
-    n, nxt = verify_chain(pending, p_rows, gen)
-    target.rollback(len(seq) + n)
+    """One forward over what the target has not seen of seq (the prompt, on the first round), then the
+    pending draft, verified as a chain."""
+    fed = len(seq) - target.length + len(pending)
+    n, nxt, p_rows = chain_step(target, seq, pending, sampling, gen)
     held = n == len(pending)
-    return Verdict(pending[:n], held, held, p_rows[n], nxt, unseen + 1 + len(pending))
+    return Verdict(pending[:n], held, held, p_rows[n], nxt, fed)
 
 
 def check_tree(target, seq, seqs, sampling, gen):
