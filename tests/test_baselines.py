@@ -14,7 +14,7 @@ N_NEW = 64
 
 
 def args(**kw):
-    base = dict(gamma="5", max_ngram=3, min_ngram=1, num_pred=10, datastore=None, max_span=16, min_span=2,
+    base = dict(gamma=5, max_ngram=3, min_ngram=1, num_pred=10, datastore=None, max_span=16, min_span=2,
                 num_draft=64, target="x")
     base.update(kw)
     return argparse.Namespace(**base)
@@ -51,7 +51,7 @@ def methods(tiny, datastore, target):
     return {
         "sps-hf": sps.make(args(), target, hf_draft),
         "sps-gguf": sps.make(args(), target, gguf_draft),
-        "sps-gguf-same": sps.make(args(gamma="7"), target, same_draft),
+        "sps-gguf-same": sps.make(args(gamma=7), target, same_draft),
         "pld": pld.make(args(), target),
         "rest": rest.make(args(datastore=datastore), target),
     }
@@ -92,7 +92,7 @@ def test_sampling_matches_ar_distribution(tiny_vocab, tmp_path, name):
     target = Target(tiny_vocab["target"])
     prompt = [1, 5, 6]
     if name == "sps":
-        fwd = sps.make(args(gamma="3"), target, Target(tiny_vocab["draft"]))
+        fwd = sps.make(args(gamma=3), target, Target(tiny_vocab["draft"]))
     elif name == "pld":
         fwd = pld.make(args(), target)
         prompt = [1, 5, 6, 7, 5, 6, 8, 5, 6]  # repeats, so lookups propose tokens

@@ -6,7 +6,7 @@ import pytest
 
 from src.backends.target import Target
 from src.eval import answers
-from src.eval.inference import main as inference_main, run_eval
+from src.eval.inference import Run, main as inference_main, run_eval
 from src.eval.prompts import PromptError, build_prompt
 from src.eval.questions import QuestionFileError, load_questions, questions_for
 from src.eval.speed import compare, main as speed_main
@@ -33,11 +33,11 @@ def test_writes_lines_and_resumes_after_crash(tiny, tmp_path):
         return generate(t, ids, n, s, g)
 
     with pytest.raises(KeyboardInterrupt):
-        run_eval(crashing, QS, t.tokenizer, out, "m", max_new_tokens=8)
+        run_eval([Run("m", crashing, out)], QS, t.tokenizer, max_new_tokens=8)
     with open(out, "a") as f:
         f.write('{"question_id": 3, "categ')  # a torn line, as a kill mid-write leaves
     assert len(answers.repair(out)) == 2
-    n = run_eval(ar_forward(t), QS, t.tokenizer, out, "m", max_new_tokens=8)
+    n = run_eval([Run("m", ar_forward(t), out)], QS, t.tokenizer, max_new_tokens=8)
     assert n == 3
     lines = [json.loads(l) for l in out.read_text().splitlines()]
     assert sorted(r["question_id"] for r in lines) == [1, 2, 3, 4, 5]
@@ -47,7 +47,7 @@ def test_writes_lines_and_resumes_after_crash(tiny, tmp_path):
                           "token_ids", "ttft", "settings"}
         assert c["new_tokens"][0] == len(c["token_ids"][0]) <= 8
         assert {"question_id", "category", "answer_id", "model_id", "tstamp"} <= set(r)
-    assert run_eval(ar_forward(t), QS, t.tokenizer, out, "m", max_new_tokens=8) == 0
+    assert run_eval([Run("m", ar_forward(t), out)], QS, t.tokenizer, max_new_tokens=8) == 0
 
 
 def test_malformed_middle_line_is_an_error(tmp_path):
@@ -71,10 +71,10 @@ def test_empty_and_overlong_prompts(tiny, tmp_path):
     t = Target(tiny["target"])
     bad = [{"question_id": 1, "category": "x", "turns": ["   "]}]
     with pytest.raises(PromptError, match="empty prompt"):
-        run_eval(ar_forward(t), bad, t.tokenizer, tmp_path / "a.jsonl", "m", max_new_tokens=4, warmup=0)
+        run_eval([Run("m", ar_forward(t), tmp_path / "a.jsonl")], bad, t.tokenizer, max_new_tokens=4, warmup=0)
     long = [{"question_id": 1, "category": "x", "turns": ["x = 1\n" * 400]}]
     with pytest.raises(PromptError, match="exceeds the target's context of 512"):
-        run_eval(ar_forward(t), long, t.tokenizer, tmp_path / "b.jsonl", "m", max_new_tokens=4,
+        run_eval([Run("m", ar_forward(t), tmp_path / "b.jsonl")], long, t.tokenizer, max_new_tokens=4,
                  max_length=t.max_length, warmup=0)
 
 
@@ -114,8 +114,7 @@ def test_cli_clear_errors(tmp_path):
         return p.stderr.strip().splitlines()[-1]
     q = write_jsonl(tmp_path / "q.jsonl", QS)
     assert "src/utils.py" in run("--target", "llama-2-7b", "--question-file", str(q), "--answer-file", "x")
-    assert "not implemented" in run("--method", "lookahead", "--question-file", str(q), "--answer-file", "x") \
-        or "unknown method" in run("--method", "lookahead", "--question-file", str(q), "--answer-file", "x")
+    assert "--method must be one of" in run("--method", "lookahead", "--question-file", str(q), "--answer-file", "x")
 
 
 def test_speed_formula_on_hand_made_files(tmp_path):
@@ -129,3 +128,37 @@ def test_speed_formula_on_hand_made_files(tmp_path):
     assert res["overall"]["speedup"] == pytest.approx(2.0)
     assert res["a"]["speedup"] == pytest.approx(2.0)
     assert res["overall"]["mean_accepted"] == pytest.approx(3.0)
+
+
+def sampled_ids(tiny, q, out, seed):
+    subprocess.run([sys.executable, "-m", "src.eval.inference", "--target", str(tiny["target"]), "--question-file",
+                    str(q), "--answer-file", str(out), "--temperature", "1", "--max-new-tokens", "12",
+                    "--warmup", "0", "--seed", str(seed)], cwd=ROOT, check=True, capture_output=True)
+    return [r["choices"][0]["token_ids"] for r in answers.load(out)]
+
+
+def test_seed_reproduces_sampling_across_processes(tiny, tmp_path):
+    q = write_jsonl(tmp_path / "q.jsonl", QS[:3])
+    a, b = sampled_ids(tiny, q, tmp_path / "a.jsonl", 0), sampled_ids(tiny, q, tmp_path / "b.jsonl", 0)
+    assert a == b
+    assert sampled_ids(tiny, q, tmp_path / "c.jsonl", 1) != a
+
+
+def test_ar_runs_without_other_methods_dependencies(tiny, tmp_path, monkeypatch):
+    from src.model import NotImplementedMethod, load_method
+    monkeypatch.setitem(sys.modules, "draftretriever", None)  # `import draftretriever` now fails
+    monkeypatch.delitem(sys.modules, "src.model.rest", raising=False)
+    with pytest.raises(NotImplementedMethod, match="needs the package 'draftretriever'"):
+        load_method("rest")
+    q = write_jsonl(tmp_path / "q.jsonl", QS[:2])
+    inference_main(["--method", "ar", "--target", str(tiny["target"]), "--question-file", str(q),
+                    "--answer-file", str(tmp_path / "a.jsonl"), "--max-new-tokens", "4", "--warmup", "0"])
+    assert len(answers.load(tmp_path / "a.jsonl")) == 2
+
+
+def test_each_method_owns_its_flags():
+    from src.model import method_args
+    assert method_args("sps", ["--gamma", "7"])[1].gamma == 7
+    assert method_args("duodec")[1].gamma == "auto"
+    with pytest.raises(SystemExit):
+        method_args("ar", ["--gamma", "7"])  # AR has no --gamma

@@ -5,7 +5,7 @@ import pytest
 
 from src.backends.target import Target
 from src.eval import answers
-from src.eval.inference import main as inference_main, run_eval
+from src.eval.inference import Run, main as inference_main, run_eval
 from src.eval.merge import merge
 from src.eval.report import overlap_ceiling, pipeline, write_report
 from src.eval.speed import main as speed_main
@@ -80,7 +80,7 @@ def test_report_writes_markdown_and_plots(tiny, tmp_path):
             out.stats = {"k_hist": {"1": 3, "2": 1}, "gamma": 7, "target_idle_share": 0.1,
                          "draft_idle_share": 0.3} if name == "duodec" else {}
             return out
-        run_eval(fwd, QS, t.tokenizer, tmp_path / f"{name}.jsonl", name, max_new_tokens=6, warmup=0)
+        run_eval([Run(name, fwd, tmp_path / f"{name}.jsonl")], QS, t.tokenizer, max_new_tokens=6, warmup=0)
     md = write_report(tmp_path).read_text()
     assert "## code" in md and "## overall" in md and "| duodec | 7 |" in md
     for png in ("speedup.png", "acceptance.png"):

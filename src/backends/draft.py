@@ -26,9 +26,52 @@ def _quiet(level, text, user_data):  # llama.cpp logs every load to stderr; keep
 
 
 _backend_ready = False
+AMX_CRASH = "ggml_backend_amx_mul_mat segfaults on quantized weights (llama.cpp #20824; llama-cpp-python 0.3.36)"
 
 
-def _init_backend():
+def extra_buffer_types():
+    """Names of the CPU backend's extra buffer types on this host, in llama.cpp's order of preference,
+    e.g. ['AMX', 'CPU_REPACK']: where quantized weights go when `use_extra_bufts` is on.
+
+    llama-cpp-python binds no ggml-backend functions, so these few are bound here with ctypes."""
+    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml.so"))
+    lib.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    lib.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.ggml_backend_buft_name.restype = ctypes.c_char_p
+    lib.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+    init_backend()
+    dev = lib.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    if not dev:
+        return []
+    fn = lib.ggml_backend_reg_get_proc_address(lib.ggml_backend_dev_backend_reg(dev),
+                                               b"ggml_backend_dev_get_extra_bufts")
+    if not fn:
+        return []
+    bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(fn)(dev)
+    names, i = [], 0
+    while bufts and bufts[i]:
+        names.append(lib.ggml_backend_buft_name(bufts[i]).decode())
+        i += 1
+    return names
+
+
+def use_repack(mode, bufts=None):
+    """Whether to let llama.cpp move quantized weights into its extra buffer types.
+
+    auto: yes, unless the CPU backend offers AMX's: its matmul crashes on quantized drafts (every type
+    it takes: q4_0, q4_1, q8_0, q4_K, q5_K, q6_K, iq4_xs), and llama.cpp prefers it to the plain
+    repacking that works. Off costs the repacked kernels' speed (README: the draft's step time)."""
+    if mode in ("on", "off"):
+        return mode == "on"
+    bufts = extra_buffer_types() if bufts is None else bufts
+    return "AMX" not in bufts
+
+
+def init_backend():
     global _backend_ready
     if not _backend_ready:
         llama_cpp.llama_log_set(_quiet, ctypes.c_void_p(0))
@@ -39,12 +82,13 @@ def _init_backend():
 class Draft:
     """Sequences 0..n_seq-1 share one unified KV cache. `lengths[s]` is how many tokens sequence s holds."""
 
-    def __init__(self, path, threads=1, n_ctx=2048, n_seq=8, n_batch=512, kv_f16=False):
+    def __init__(self, path, threads=1, n_ctx=2048, n_seq=8, n_batch=512, kv_f16=False, repack="auto"):
         path = Path(path)
         if not path.is_file():
             raise DraftLoadError(f"draft GGUF not found: {path}")
-        _init_backend()
+        init_backend()
         mparams = llama_cpp.llama_model_default_params()
+        mparams.use_extra_bufts = self.repack = use_repack(repack)
         self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not self.model:
             raise DraftLoadError(f"llama.cpp could not load {path} (not a valid GGUF model?)")
@@ -62,6 +106,7 @@ class Draft:
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx, self.n_seq, self.n_batch, self.threads = n_ctx, n_seq, n_batch, threads
+        self.repack_mode = repack
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, n_seq)
         self.lengths = [0] * n_seq
         self.path = path

@@ -1,145 +1,152 @@
 """Run several methods on the same questions, interleaved, and print the comparison with AR.
 
-    python -m src.eval.compare --bench demo --methods ar,sps,pld,rest,duodec --out results/demo-cpu
+    python -m src.eval.compare --bench demo --methods ar,sps,pld,rest,duodec [--out DIR | --resume DIR]
 
 Each question is answered by every method in turn (the order rotates per question), so slow drifts
-of a noisy machine hit all methods alike. Each method writes its own answer file in OUT, through the
-same code as `src.eval.inference`, and a rerun resumes. The table is `src.eval.speed`'s, per method.
+of a noisy machine hit all methods alike: `src.eval.inference.run_eval` with one run per method, all
+on one loaded target. Every call measures afresh into a new folder (default
+results/<bench>-<device>/runs/<date>-<host>/); only --resume DIR continues an earlier one.
 """
 import argparse
 import json
-import os
-import platform
 import sys
+import time
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
+from src.argtypes import Parser, positive
 from src.eval import answers
-from src.eval.inference import answer_question, answer_record, parser as inference_parser
-from src.eval.questions import questions_for
+from src.eval.host import host_tag, machine
+from src.eval.inference import Run, add_common_args, run_eval, run_settings
+from src.eval.report import print_beside, write_report
+from src.eval.questions import BENCHES, QuestionFileError, questions_for
 from src.eval.speed import compare, table
-from src.model import load_method, load_models
+from src.model import NotImplementedMethod, load_draft, load_target, method_args
 from src.model.base import Sampling
-from src.utils import resolve
+from src.utils import ROOT, ModelNotFound
 
-# name -> the inference flags that make it (on top of the common ones)
+# name -> (method, draft kind: None | "hf" | "gguf", the method's flags)
 VARIANTS = {
-    "ar": ["--method", "ar"],
-    "sps": ["--method", "sps", "--draft", "demo-draft"],
-    "sps-gguf": ["--method", "sps", "--draft", "demo-draft-gguf"],
-    "pld": ["--method", "pld"],
-    "rest": ["--method", "rest"],
-    "duodec": ["--method", "duodec", "--draft", "demo-draft-gguf"],
+    "ar": ("ar", None, []),
+    "sps": ("sps", "hf", []),
+    "sps-gguf": ("sps", "gguf", []),
+    "pld": ("pld", None, []),
+    "rest": ("rest", None, []),
+    "duodec": ("duodec", "gguf", []),
     # ablations
-    "duodec-k1": ["--method", "duodec", "--draft", "demo-draft-gguf", "--no-multiseq"],
-    "duodec-gamma8": ["--method", "duodec", "--draft", "demo-draft-gguf", "--gamma", "8"],
-    "duodec-full": ["--method", "duodec", "--draft", "demo-draft-gguf", "--seq-budget", "full"],
-    "duodec-process": ["--method", "duodec", "--draft", "demo-draft-gguf", "--worker", "process"],
-    "duodec-time": ["--method", "duodec", "--draft", "demo-draft-gguf", "--gamma-rule", "time"],
-    "duodec-preverify": ["--method", "duodec", "--draft", "demo-draft-gguf", "--catch-up", "0"],
-    "duodec-tree": ["--method", "duodec", "--draft", "demo-draft-gguf", "--verify", "tree"],
-    "duodec-tree-full": ["--method", "duodec", "--draft", "demo-draft-gguf", "--verify", "tree",
-                         "--seq-budget", "full"],
+    "duodec-k1": ("duodec", "gguf", ["--no-multiseq"]),
+    "duodec-gamma8": ("duodec", "gguf", ["--gamma", "8"]),
+    "duodec-full": ("duodec", "gguf", ["--seq-budget", "full"]),
+    "duodec-process": ("duodec", "gguf", ["--worker", "process"]),
+    "duodec-time": ("duodec", "gguf", ["--gamma-rule", "time"]),
+    "duodec-preverify": ("duodec", "gguf", ["--catch-up", "0"]),
+    "duodec-tree": ("duodec", "gguf", ["--verify", "tree"]),
+    "duodec-tree-full": ("duodec", "gguf", ["--verify", "tree", "--seq-budget", "full"]),
 }
 MAIN = ["ar", "sps", "sps-gguf", "pld", "rest", "duodec"]
 ABLATIONS = ["duodec-k1", "duodec-gamma8", "duodec-full", "duodec-process", "duodec-time", "duodec-preverify",
              "duodec-tree", "duodec-tree-full"]
 
 
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
-            "torch": torch.__version__}
+def parser():
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default=",".join(MAIN), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    ap.add_argument("--ablations", action="store_true", help=f"also run {', '.join(ABLATIONS)}")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None, help="a new folder for this run (default: under results/)")
+    where.add_argument("--resume", default=None, help="continue the run in this folder")
+    ap.add_argument("--bench", default="demo", choices=sorted(BENCHES))
+    ap.add_argument("--question-file", default=None)
+    ap.add_argument("--limit", type=positive, default=None)
+    ap.add_argument("--hf-draft", default="demo-draft", help="the draft of 'sps' (HF, on the target's device)")
+    ap.add_argument("--gguf-draft", default="demo-draft-gguf", help="the draft of the llama.cpp variants")
+    ap.add_argument("--reference", nargs="*", default=None, help="earlier run folders: write report.md with "
+                    "this run beside them, and print that table")
+    add_common_args(ap)
+    ap.set_defaults(warmup=2, target_threads=None)
+    return ap
+
+
+def run_folder(args, host):
+    """A fresh folder, or the one to resume; never an earlier run's folder by accident."""
+    if args.resume:
+        folder = Path(args.resume)
+        if not folder.is_dir():
+            sys.exit(f"error: --resume {folder}: no such run folder")
+        return folder
+    if args.out:
+        folder = Path(args.out)
+    else:
+        device = "gpu" if host["gpu"] != "none" and args.device != "cpu" else "cpu"
+        folder = ROOT / "results" / f"{args.bench}-{device}" / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{host_tag(host)}"
+    if folder.is_dir() and any(folder.glob("*.jsonl")):
+        sys.exit(f"error: {folder} holds an earlier run's answers: pass --resume {folder} to continue it, "
+                 f"or another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def make_runs(names, args, target, folder):
+    drafts = {"hf": args.hf_draft, "gguf": args.gguf_draft}
+    runs = []
+    for name in names:
+        method, kind, flags = VARIANTS[name]
+        module, margs = method_args(method, flags)
+        draft = load_draft(module, method, drafts.get(kind), target, args.draft_threads, args.draft_repack)
+        forward = module.make(margs, target, draft)
+        settings = {"variant": name,
+                    **run_settings(args, method, drafts.get(kind), target, draft, forward, target.template)}
+        runs.append(Run(name, forward, folder / f"{name}.jsonl", settings))
+        print(f"{name}: {json.dumps(settings)}", flush=True)
+    return runs
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--methods", default=",".join(MAIN), help=f"comma-separated, from {', '.join(VARIANTS)}")
-    ap.add_argument("--ablations", action="store_true", help=f"also run {', '.join(ABLATIONS)}")
-    ap.add_argument("--out", required=True, help="folder for the answer files and table.md")
-    ap.add_argument("--bench", default="demo")
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--target", default="demo-target")
-    ap.add_argument("--target-threads", type=int, default=1)
-    ap.add_argument("--draft-threads", type=int, default=1)
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap = parser()
     args = ap.parse_args(argv)
-    names = args.methods.split(",") + (ABLATIONS if args.ablations else [])
+    names = list(dict.fromkeys(["ar"] + args.methods.split(",") + (ABLATIONS if args.ablations else [])))
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
-        sys.exit(f"error: unknown method variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-    if "ar" not in names:
-        names = ["ar"] + names
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    common = ["--target", args.target, "--bench", args.bench, "--answer-file", "-",
-              "--max-new-tokens", str(args.max_new_tokens), "--temperature", str(args.temperature),
-              "--target-threads", str(args.target_threads), "--draft-threads", str(args.draft_threads)]
-    if args.device:
-        common += ["--device", args.device]
-    questions = questions_for(args.bench)[:args.limit]
-    _, entry = resolve(args.target)
-    template = entry.get("template", "raw")
-    sampling = Sampling(args.temperature)
-
-    runs = {}
-    for name in names:
-        margs = inference_parser().parse_args(common + VARIANTS[name])
-        method = load_method(margs.method)
-        models = load_models(method, margs, resolve(margs.target)[0])
-        fwd = method.make(margs, **models)
-        settings = {"variant": name, "method": margs.method, "draft": margs.draft, **getattr(fwd, "settings", {})}
-        runs[name] = (fwd, models["target"], settings, out / f"{name}.jsonl")
-        print(f"{name}: {json.dumps(settings)}", flush=True)
-
-    done = {n: {a["question_id"] for a in answers.repair(r[3])} for n, r in runs.items()}
-    for q in questions[:args.warmup]:
-        for name, (fwd, target, _, _) in runs.items():
-            answer_question(fwd, q, target.tokenizer, template, 32, sampling, torch.Generator().manual_seed(0),
-                            target.max_length, target.device)
-    for i, q in enumerate(tqdm(questions, desc="questions")):
-        order = names[i % len(names):] + names[:i % len(names)]
-        for name in order:
-            fwd, target, settings, path = runs[name]
-            if q["question_id"] in done[name]:
-                continue
-            gen = torch.Generator(target.device).manual_seed(i)
-            choice = answer_question(fwd, q, target.tokenizer, template, args.max_new_tokens, sampling, gen,
-                                     target.max_length, target.device)
-            choice["settings"] = settings
-            answers.append(path, answer_record(q, choice, name))
-    for fwd, *_ in runs.values():
-        if hasattr(fwd, "close"):
-            fwd.close()
-
+        ap.error(f"--methods: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     host = machine()
-    report = [f"# {args.bench}: {len(questions)} questions, {args.max_new_tokens} new tokens, "
+    try:
+        questions = questions_for(args.bench, args.question_file)[:args.limit]
+        folder = run_folder(args, host)
+        target = load_target(args.target, args.device, args.target_threads, args.device_map)
+        runs = make_runs(names, args, target, folder)
+    except (NotImplementedMethod, QuestionFileError, ModelNotFound, ValueError, RuntimeError, OSError) as e:
+        sys.exit(f"error: {e}")
+    (folder / "machine.json").write_text(json.dumps(host, indent=1) + "\n")
+    try:
+        run_eval(runs, questions, target.tokenizer, template=target.template, max_new_tokens=args.max_new_tokens,
+                 sampling=Sampling(args.temperature, args.top_k, args.top_p), seed=args.seed,
+                 max_length=target.max_length, device=target.device, warmup=args.warmup)
+    finally:
+        for run in runs:
+            if hasattr(run.forward, "close"):
+                run.forward.close()
+    print(summarise(folder, names, args, host, len(questions)))
+    if args.reference is not None:
+        print_beside(write_report(folder, args.reference))
+    print(f"run folder: {folder}")
+    return folder
+
+
+def summarise(folder, names, args, host, n_questions):
+    """table.md and summary.json of a run folder; returns the text."""
+    report = [f"# {args.bench}: {n_questions} questions, {args.max_new_tokens} new tokens, "
               f"temperature {args.temperature}", "", "Machine: " + json.dumps(host), ""]
-    base = answers.load(out / "ar.jsonl")
+    base = answers.load(folder / "ar.jsonl")
     summary = {}
     for name in names:
         if name == "ar":
             continue
-        res = compare(answers.load(out / f"{name}.jsonl"), base)
+        res = compare(answers.load(folder / f"{name}.jsonl"), base)
         summary[name] = res
         report += ["```", table(res, f"{name} vs ar"), "```", ""]
     text = "\n".join(report)
-    (out / "table.md").write_text(text + "\n")
-    (out / "summary.json").write_text(json.dumps({"machine": host, "results": summary}, indent=1) + "\n")
-    print(text)
+    (folder / "table.md").write_text(text + "\n")
+    (folder / "summary.json").write_text(json.dumps({"machine": host, "results": summary}, indent=1) + "\n")
+    return text
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Report a run: every answer file of RESULTS_DIR (one per method, `ar.jsonl` the baseline).
 
-    python -m src.eval.report results/demo-cpu
+    python -m src.eval.report RUN_DIR [--reference DIR ...]
 
 Writes report.md (per category: speedup over AR, tokens/s, mean accepted tokens, TTFT and its ratio
 to SpS; DuoDecoding's gamma, k histogram, idle shares, pipeline bound and efficiency), speedup.png and acceptance.png.
 """
 import argparse
+import json
 import statistics
 import sys
 from collections import Counter
@@ -18,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from src.eval.answers import AnswerFileError, load  # noqa: E402
+from src.eval.host import describe  # noqa: E402
 from src.eval.speed import compare, question_speed  # noqa: E402
 
 
@@ -80,14 +82,47 @@ def overlap_ceiling(sps_records, duodec_records):
     return 1 + gamma * t_draft / t_fwd, gamma, t_draft, t_fwd
 
 
-def write_report(folder):
+def machine_of(folder):
+    """The machine a run folder was measured on (machine.json, or an older summary.json's), or {}."""
+    for name, key in (("machine.json", None), ("summary.json", "machine")):
+        path = Path(folder) / name
+        if path.exists():
+            data = json.loads(path.read_text())
+            return data[key] if key else data
+    return {}
+
+
+def beside_references(folder, results, references):
+    """Markdown: this run's overall speedups next to each reference run's, with each machine."""
+    refs = []
+    for ref in references:
+        if Path(ref).resolve() != Path(folder).resolve():
+            runs = load_run(ref)
+            refs.append((Path(ref), {m: compare(recs, runs["ar"])["overall"] for m, recs in runs.items() if m != "ar"}))
+    if not refs:
+        return []
+    head = "| method | this run | " + " | ".join(str(r) for r, _ in refs) + " |"
+    lines = ["## This run beside the reference runs", "",
+             "Speedup over AR (mean of per-question speeds), median per-question ratio in brackets.", "",
+             f"- this run ({folder}): {describe(machine_of(folder))}"]
+    lines += [f"- {r}: {describe(machine_of(r))}" for r, _ in refs]
+    lines += ["", head, "|---" * (2 + len(refs)) + "|"]
+    cell = lambda f: f"{f['speedup']:.2f} ({f['median_ratio']:.2f})" if f else "-"
+    for m in results:
+        lines.append(f"| {m} | {cell(results[m]['overall'])} | " + " | ".join(cell(res.get(m)) for _, res in refs)
+                     + " |")
+    return lines + [""]
+
+
+def write_report(folder, references=()):
     folder = Path(folder)
     runs = load_run(folder)
     methods = [m for m in runs if m != "ar"]
     results = {m: compare(runs[m], runs["ar"]) for m in methods}
     sps_ttft = results.get("sps", {})
     cats = list(next(iter(results.values())).keys()) if results else []
-    lines = [f"# Report: {folder}", ""]
+    lines = [f"# Report: {folder}", "", f"Machine: {describe(machine_of(folder))}", ""]
+    lines += beside_references(folder, results, references)
     for cat in cats:
         lines += [f"## {cat}", "", "| method | speedup | median per-question ratio | tokens/s | mean accepted | TTFT ms | TTFT / SpS |",
                   "|---|---|---|---|---|---|---|"]
@@ -166,14 +201,22 @@ def plot_acceptance(runs, methods, path, cap=16):
     plt.close(fig)
 
 
+def print_beside(report_path):
+    text = Path(report_path).read_text()
+    if "## This run beside" in text:
+        print(text[text.index("## This run beside"):].split("\n## ", 1)[0].strip() + "\n")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results_dir")
+    ap.add_argument("--reference", nargs="*", default=[], help="earlier run folders to show beside this one")
     args = ap.parse_args(argv)
     try:
-        path = write_report(args.results_dir)
+        path = write_report(args.results_dir, args.reference)
     except (AnswerFileError, KeyError, ValueError) as e:
         sys.exit(f"error: {e}")
+    print_beside(path)
     print(f"wrote {path}, {path.parent / 'speedup.png'} and {path.parent / 'acceptance.png'}")
 
 

@@ -1,11 +1,17 @@
 """Decoding methods, one module each. A method module provides
 
     DRAFT = None | "any" | "gguf"   what --draft it needs (any = an HF dir or a GGUF file)
-    add_args(parser)                its own flags (optional)
+    add_args(group)                 its own flags (optional), in its own argument group
+    check_args(args)                checks between its flags that argparse cannot express (optional)
     make(args, target, draft=None)  -> forward(prompt_ids, max_new_tokens, sampling, gen) -> Generation
+
+Only the chosen method's module is imported, so one method's dependencies (draftretriever for REST)
+are not needed to run another.
 """
 import importlib
 from pathlib import Path
+
+from src.argtypes import Parser
 
 METHODS = {
     "ar": "src.model.autoregressive",
@@ -21,6 +27,7 @@ class NotImplementedMethod(ValueError):
 
 
 def load_method(name):
+    """The method's module. A module that fails to import raises as it is: a broken method is loud."""
     if name not in METHODS:
         raise NotImplementedMethod(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     try:
@@ -28,29 +35,62 @@ def load_method(name):
     except ModuleNotFoundError as e:
         if e.name == METHODS[name]:
             raise NotImplementedMethod(f"method {name!r} is not implemented yet") from None
+        if e.name and not e.name.startswith("src."):  # a missing dependency, not a bug in the module
+            raise NotImplementedMethod(f"method {name!r} needs the package {e.name!r}, which is not installed "
+                                       f"(bash cmds/test.sh installs requirements.txt)") from None
         raise
 
 
-def load_models(method, args, target_path):
-    """Load the target and, when the method needs one, the draft (checked against the target's vocabulary)."""
+def add_method_args(module, ap, name):
+    if hasattr(module, "add_args"):
+        module.add_args(ap.add_argument_group(f"{name} options"))
+
+
+def method_args(name, flags=()):
+    """A method's own flags parsed from `flags` (its defaults for the rest), checked."""
+    module = load_method(name)
+    ap = Parser(prog=f"--method {name}")
+    add_method_args(module, ap, name)
+    args = ap.parse_args(list(flags))
+    check_method_args(module, args, ap)
+    return module, args
+
+
+def check_method_args(module, args, ap):
+    problem = module.check_args(args) if hasattr(module, "check_args") else None
+    if problem:
+        ap.error(problem)
+
+
+def load_target(name_or_path, device=None, threads=None, device_map=None):
     from src.backends.target import Target
     from src.utils import resolve
 
-    target = Target(target_path, device=args.device, threads=args.target_threads, device_map=args.device_map)
-    need = getattr(method, "DRAFT", None)
+    path, entry = resolve(name_or_path, "--target")
+    target = Target(path, device=device, threads=threads, device_map=device_map)
+    target.name, target.template = str(name_or_path), entry.get("template", "raw")
+    return target
+
+
+def load_draft(module, name, draft_name, target, threads=1, repack="auto"):
+    """The draft the method asks for (None if none), checked against the target's vocabulary."""
+    from src.utils import resolve
+
+    need = getattr(module, "DRAFT", None)
     if need is None:
-        return {"target": target}
-    if not args.draft:
-        raise ValueError(f"method {args.method!r} needs --draft (a registry name or path)")
-    draft_path, _ = resolve(args.draft, "--draft")
+        return None
+    if not draft_name:
+        raise ValueError(f"method {name!r} needs --draft (a registry name or path)")
+    draft_path, _ = resolve(draft_name, "--draft")
     if Path(draft_path).is_dir():
+        from src.backends.target import Target
         if need == "gguf":
-            raise ValueError(f"method {args.method!r} needs a GGUF draft run by llama.cpp, not {draft_path}")
+            raise ValueError(f"method {name!r} needs a GGUF draft run by llama.cpp, not {draft_path}")
         draft = Target(draft_path, device=str(target.device), dtype=target.dtype)
         if len(draft.tokenizer) != len(target.tokenizer) or draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise ValueError(f"draft {draft_path} does not share the target's tokenizer")
-    else:
-        from src.backends.draft import Draft, check_vocab
-        draft = Draft(draft_path, threads=args.draft_threads, n_ctx=target.max_length or 4096)
-        check_vocab(draft, target.tokenizer)
-    return {"target": target, "draft": draft}
+        return draft
+    from src.backends.draft import Draft, check_vocab
+    draft = Draft(draft_path, threads=threads, n_ctx=target.max_length or 4096, repack=repack)
+    check_vocab(draft, target.tokenizer)
+    return draft

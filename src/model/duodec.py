@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import softmax
 
+from src.argtypes import gamma_or_auto, non_negative, ranged
 from src.model.base import Clock, chain_step, common_prefix, finish, median_seconds, tree_step
 from src.verify import accept_candidates
 
@@ -34,14 +35,15 @@ WORKER_TIMEOUT = 5.0
 
 
 def add_args(ap):
-    # --gamma comes from sps ("auto" or N); these are DuoDecoding's own
-    ap.add_argument("--max-seqs", type=int, default=8, help="duodec: most draft sequences per round")
+    ap.add_argument("--gamma", type=gamma_or_auto, default="auto",
+                    help="draft tokens per round: 'auto' (from the measured speeds, see --gamma-rule) or N")
+    ap.add_argument("--max-seqs", type=ranged(int, 1, 8), default=8, help="duodec: most draft sequences per round")
     ap.add_argument("--no-multiseq", action="store_true", help="duodec: one sequence (PEARL with a CPU draft)")
     ap.add_argument("--seq-budget", choices=["split", "full"], default="split",
                     help="duodec: k sequences share gamma (upstream) or each gets the depth that fits the "
                          "same wall time")
     ap.add_argument("--worker", choices=["thread", "process"], default="thread", help="duodec: draft worker")
-    ap.add_argument("--catch-up", type=int, default=4,
+    ap.add_argument("--catch-up", type=non_negative, default=4,
                     help="duodec: after a rejection, wait for this many draft tokens before the next target "
                          "forward (0: upstream's pre-verify round, which verifies one token)")
     ap.add_argument("--verify", choices=["first", "tree"], default="first",
@@ -51,7 +53,7 @@ def add_args(ap):
     ap.add_argument("--gamma-rule", choices=["acceptance", "time"], default="acceptance",
                     help="duodec, with --gamma auto: maximise expected tokens per second given the acceptance "
                          "measured so far, or balance drafting and verification time (the paper's rule)")
-    ap.add_argument("--force-seqs", type=int, default=0,
+    ap.add_argument("--force-seqs", type=ranged(int, 0, 8), default=0,
                     help="duodec: always draft this many sequences (the top first tokens); for ablations and tests")
 
 
@@ -162,9 +164,9 @@ class ThreadWorker:
         self.jobs.put(None)
 
 
-def _process_main(path, threads, n_ctx, n_seq, conn, cancel):
+def _process_main(path, threads, n_ctx, n_seq, repack, conn, cancel):
     from src.backends.draft import Draft
-    drafter = Drafter(Draft(path, threads=threads, n_ctx=n_ctx, n_seq=n_seq))
+    drafter = Drafter(Draft(path, threads=threads, n_ctx=n_ctx, n_seq=n_seq, repack=repack))
     conn.send(("ready", None, 0.0))
     while True:
         job = conn.recv()
@@ -186,7 +188,8 @@ class ProcessWorker:
         self.conn, child = ctx.Pipe()
         self.cancel = ctx.Event()
         self.proc = ctx.Process(target=_process_main, daemon=True,
-                                args=(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, child, self.cancel))
+                                args=(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, draft.repack_mode, child,
+                                      self.cancel))
         self.proc.start()
         self._recv(60.0)  # loading the model
 

@@ -1,13 +1,19 @@
 """Prompt lookup decoding: draft the tokens that followed the latest n-gram's earlier occurrence."""
 import numpy as np
 
+from src.argtypes import positive
 from src.model.base import speculative_loop
 
 
 def add_args(ap):
-    ap.add_argument("--max-ngram", type=int, default=3, help="pld: longest n-gram to match")
-    ap.add_argument("--min-ngram", type=int, default=1, help="pld: shortest n-gram to match")
-    ap.add_argument("--num-pred", type=int, default=10, help="pld: tokens proposed per match")
+    ap.add_argument("--max-ngram", type=positive, default=3, help="longest n-gram to match")
+    ap.add_argument("--min-ngram", type=positive, default=1, help="shortest n-gram to match")
+    ap.add_argument("--num-pred", type=positive, default=10, help="tokens proposed per match")
+
+
+def check_args(args):
+    if args.min_ngram > args.max_ngram:
+        return f"--min-ngram ({args.min_ngram}) must not exceed --max-ngram ({args.max_ngram})"
 
 
 def lookup(seq, max_ngram=3, min_ngram=1, num_pred=10):

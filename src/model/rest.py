@@ -4,14 +4,21 @@ from pathlib import Path
 
 import draftretriever
 
+from src.argtypes import positive, ranged
 from src.model.base import decode_loop, tree_step
 
 
 def add_args(ap):
-    ap.add_argument("--datastore", default=None, help="rest: draftretriever index (default: the registry's)")
-    ap.add_argument("--max-span", type=int, default=16, help="rest: longest suffix to look up")
-    ap.add_argument("--min-span", type=int, default=2, help="rest: shortest suffix to look up")
-    ap.add_argument("--num-draft", type=int, default=64, help="rest: most tree nodes per round")
+    ap.add_argument("--datastore", default=None, help="draftretriever index (default: the registry's)")
+    ap.add_argument("--max-span", type=positive, default=16, help="longest suffix to look up")
+    # draftretriever 0.1.1 aborts the process on a one-token query
+    ap.add_argument("--min-span", type=ranged(int, 2), default=2, help="shortest suffix to look up (>= 2)")
+    ap.add_argument("--num-draft", type=positive, default=64, help="most tree nodes per round")
+
+
+def check_args(args):
+    if args.min_span > args.max_span:
+        return f"--min-span ({args.min_span}) must not exceed --max-span ({args.max_span})"
 
 
 def retrieve(reader, seq, max_span=16, min_span=2, num_draft=64):
@@ -57,12 +64,10 @@ def generate(target, reader, prompt_ids, max_new_tokens, sampling, gen, max_span
 def make(args, target, draft=None):
     from src.utils import REST_DATASTORES
 
-    store = args.datastore or REST_DATASTORES.get(args.target)
+    store = args.datastore or REST_DATASTORES.get(getattr(target, "name", None))
     if not store or not Path(store).is_file():
         raise FileNotFoundError(f"REST datastore not found: {store}. Build one with "
                                 f"`python -m src.tools.build_rest_datastore` and pass --datastore PATH.")
-    if args.min_span < 2:
-        raise ValueError("REST needs --min-span >= 2 (draftretriever aborts on one-token queries)")
     reader = draftretriever.Reader(index_file_path=str(store))
 
     def forward(prompt_ids, max_new_tokens, sampling, gen):

@@ -4,6 +4,7 @@ GGUF run by llama.cpp on the CPU, one after the other (DuoDecoding without the o
 import numpy as np
 import torch
 
+from src.argtypes import positive
 from src.model.base import common_prefix, speculative_loop
 from src.verify import logits_to_probs, sample
 
@@ -11,8 +12,7 @@ DRAFT = "any"
 
 
 def add_args(ap):
-    ap.add_argument("--gamma", default=None,
-                    help="draft tokens per round (sps: N, default 5; duodec: 'auto' (default) or N)")
+    ap.add_argument("--gamma", type=positive, default=5, help="draft tokens per round")
 
 
 class DraftRunner:
@@ -59,7 +59,7 @@ def propose_sampled(runner, seq, gamma, sampling, gen):
 
 
 def make(args, target, draft):
-    gamma = int(args.gamma or 5)
+    gamma = args.gamma
     runner = DraftRunner(draft, target.device)
 
     def forward(prompt_ids, max_new_tokens, sampling, gen):

@@ -1,11 +1,14 @@
 """Convert an HF Llama directory to a GGUF that llama.cpp loads with the same token ids.
 
-    python -m src.tools.convert_to_gguf HF_DIR OUT.gguf --dtype f32|f16|q8_0
+    python -m src.tools.convert_to_gguf HF_DIR OUT.gguf --dtype f32|f16|q8_0|q4_0|q4_k_m|q5_k_m
 
 The tensors go through the `gguf` package's writer and name map. Two tokenizer kinds are embedded:
 byte-level BPE (llama.cpp "gpt2") and SentencePiece-style BPE with byte fallback ("llama").
+Quantized types are made as llama.cpp makes them: an f16 GGUF first, then llama.cpp's own quantizer
+(`llama_model_quantize`), which also picks the mixed per-tensor types of Q4_K_M and Q5_K_M.
 """
 import argparse
+import ctypes
 import json
 from pathlib import Path
 
@@ -15,8 +18,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
-FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-              "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}
+# llama_ftype values of llama.cpp's quantizer
+QUANT_TYPES = {"q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+               "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M, "q5_k_m": gguf.LlamaFileType.MOSTLY_Q5_K_M}
+DTYPES = [*FILE_TYPES, *QUANT_TYPES]
 
 
 def rotary_permute(w, n_heads):
@@ -93,8 +99,37 @@ def add_tokenizer(writer, hf_dir, cfg):
     writer.add_add_eos_token(False)
 
 
+def quantize(in_path, out_path, dtype, threads=0):
+    """llama.cpp's quantizer on an f16/f32 GGUF."""
+    import llama_cpp
+
+    from src.backends.draft import init_backend
+    init_backend()  # llama.cpp's log, errors only
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(QUANT_TYPES[dtype])
+    params.nthread = threads
+    rc = llama_cpp.llama_model_quantize(str(in_path).encode(), str(out_path).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise ValueError(f"llama_model_quantize failed ({rc}) on {in_path}")
+    return Path(out_path)
+
+
 def convert(hf_dir, out_path, dtype="f16"):
+    """Write HF_DIR as a GGUF of `dtype` (see DTYPES); quantized types go through an f16 file beside OUT."""
     hf_dir, out_path = Path(hf_dir), Path(out_path)
+    if dtype in QUANT_TYPES:
+        f16 = out_path.with_name(out_path.stem + ".f16.tmp.gguf")
+        try:
+            write_gguf(hf_dir, f16, "f16")
+            return quantize(f16, out_path, dtype)
+        finally:
+            f16.unlink(missing_ok=True)
+    if dtype not in FILE_TYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    return write_gguf(hf_dir, out_path, dtype)
+
+
+def write_gguf(hf_dir, out_path, dtype):
     if not (hf_dir / "config.json").exists():
         raise FileNotFoundError(f"{hf_dir} is not an HF model directory (no config.json)")
     cfg = AutoConfig.from_pretrained(hf_dir)
@@ -134,11 +169,8 @@ def convert(hf_dir, out_path, dtype="f16"):
             data = rotary_permute(data, n_kv)
         if data.ndim == 1 or dtype == "f32":  # norms stay f32, as llama.cpp expects
             writer.add_tensor(name, data.astype(np.float32))
-        elif dtype == "f16":
-            writer.add_tensor(name, data.astype(np.float16))
         else:
-            q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, data.astype(np.float16))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -150,7 +182,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("hf_dir")
     ap.add_argument("out")
-    ap.add_argument("--dtype", default="f16", choices=sorted(FILE_TYPES))
+    ap.add_argument("--dtype", default="f16", choices=DTYPES)
     args = ap.parse_args(argv)
     try:
         path = convert(args.hf_dir, args.out, args.dtype)

@@ -1,0 +1,30 @@
+"""The demo command measures afresh: a new run folder each call, resume only when asked, the reference beside."""
+import json
+import time
+
+import pytest
+
+from src.eval import answers
+from src.eval.compare import main as compare_main
+from src.utils import ROOT
+
+
+def test_each_call_measures_into_a_new_folder(tmp_path, capsys):
+    start = time.time()
+    out = tmp_path / "run"
+    common = ["--bench", "demo", "--device", "cpu", "--target-threads", "1", "--limit", "2", "--max-new-tokens",
+              "16", "--methods", "ar,pld", "--warmup", "0", "--top-p", "0.9"]
+    compare_main(common + ["--out", str(out), "--reference", str(ROOT / "results/demo-cpu")])
+    printed = capsys.readouterr().out
+    for name in ("ar", "pld"):
+        recs = answers.load(out / f"{name}.jsonl")
+        assert len(recs) == 2 and all(r["tstamp"] >= start for r in recs)
+        assert recs[0]["choices"][0]["settings"]["top_p"] == 0.9
+    machine = json.loads((out / "machine.json").read_text())
+    assert {"cpu", "cores", "isa", "llama.cpp", "torch", "transformers", "llama-cpp-python"} <= set(machine)
+    assert "This run beside the reference runs" in printed and "results/demo-cpu" in printed
+    assert "This run beside" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit, match="--resume"):  # an earlier run's folder is never reused silently
+        compare_main(common + ["--out", str(out)])
+    compare_main(common + ["--resume", str(out)])  # everything answered: nothing decoded
+    assert len((out / "ar.jsonl").read_text().splitlines()) == 2
