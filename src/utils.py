@@ -42,7 +42,17 @@ def env_name(name):
 
 
 def resolve(name_or_path, flag="--target"):
-    """A registry name or a path -> (path, entry). One clear error when it does not exist."""
+    """A registry name or a path -> (path, entry). One clear error when it does not exist.
+
+    `twin:SHAPE:SOURCE` is SOURCE (a name or an HF directory) enlarged in memory to SHAPE (a named shape
+    of src/backends/twin.py, or HIDDENxLAYERSxFFN): the entry's "twin" says so."""
+    if str(name_or_path).startswith("twin:"):
+        _, shape, source = (str(name_or_path).split(":", 2) + ["", ""])[:3]
+        if not shape or not source:
+            raise ModelNotFound(f"{flag} {name_or_path!r}: a twin is written twin:SHAPE:SOURCE, "
+                                f"e.g. twin:llama-2-7b:demo-target")
+        path, entry = resolve(source, flag)
+        return path, {**entry, "twin": shape}
     if name_or_path in MODELS:
         entry = dict(MODELS[name_or_path])
         path = Path(os.environ.get(env_name(name_or_path), entry["path"]))

@@ -4,6 +4,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from src.backends.twin import enlarge, parse_shape, twin_config
+
 
 class ModelLoadError(RuntimeError):
     pass
@@ -22,10 +24,13 @@ class Target:
     method verify a token tree in one forward.
     """
 
-    def __init__(self, path, device=None, dtype=None, threads=None, device_map=None):
+    def __init__(self, path, device=None, dtype=None, threads=None, device_map=None, twin=None):
+        """`twin`: a shape (src/backends/twin.py) to enlarge the model at `path` to, built in memory."""
         path = Path(path)
         if not (path / "config.json").exists():
             raise ModelLoadError(f"target model not found: {path} has no config.json")
+        if twin and device_map is not None:
+            raise ModelLoadError("a twin is built on one device; --device-map does not apply")
         if device_map is None:
             self.device = pick_device(device)
         else:
@@ -37,7 +42,12 @@ class Target:
         try:
             self.config = AutoConfig.from_pretrained(str(path))
             self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype, device_map=device_map)
+            if twin:
+                source = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+                self.config = twin_config(source.config, *parse_shape(twin))
+                self.model = enlarge(source, self.config, device=self.device, dtype=self.dtype)
+            else:
+                self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype, device_map=device_map)
         except (OSError, ValueError, RuntimeError) as e:
             raise ModelLoadError(f"cannot load target model from {path}: {e}") from e
         if device_map is None:
@@ -47,7 +57,12 @@ class Target:
         self.model.eval()
         self.max_length = getattr(self.config, "max_position_embeddings", None)
         self.cache = None
-        self.path = path
+        self.path, self.twin = path, twin
+
+    def sync(self):
+        """Wait for the device: timings that feed a decision or a figure must include the kernels."""
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     @property
     def eos_token_id(self):

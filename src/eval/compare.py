@@ -59,6 +59,8 @@ def parser():
     ap.add_argument("--limit", type=positive, default=None)
     ap.add_argument("--hf-draft", default="demo-draft", help="the draft of 'sps' (HF, on the target's device)")
     ap.add_argument("--gguf-draft", default="demo-draft-gguf", help="the draft of the llama.cpp variants")
+    ap.add_argument("--time-budget", type=positive, default=None, help="seconds: start no question after "
+                    "this long (counted from start-up); what was answered is written and reported")
     ap.add_argument("--reference", nargs="*", default=None, help="earlier run folders: write report.md with "
                     "this run beside them, and print that table")
     add_common_args(ap)
@@ -107,7 +109,7 @@ def main(argv=None):
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         ap.error(f"--methods: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    host = machine()
+    started, host = time.monotonic(), machine()
     try:
         questions = questions_for(args.bench, args.question_file)[:args.limit]
         folder = run_folder(args, host)
@@ -119,7 +121,8 @@ def main(argv=None):
     try:
         run_eval(runs, questions, target.tokenizer, template=target.template, max_new_tokens=args.max_new_tokens,
                  sampling=Sampling(args.temperature, args.top_k, args.top_p), seed=args.seed,
-                 max_length=target.max_length, device=target.device, warmup=args.warmup)
+                 max_length=target.max_length, device=target.device, warmup=args.warmup,
+                 deadline=started + args.time_budget if args.time_budget else None)
     finally:
         for run in runs:
             if hasattr(run.forward, "close"):

@@ -10,6 +10,7 @@ question. Each answer is one appended, flushed line; rerunning with the same ans
 questions already answered.
 """
 import argparse
+import os
 import sys
 import time
 import zlib
@@ -84,9 +85,10 @@ def sync(device):
 
 
 def run_eval(runs, questions, tokenizer, *, template="raw", max_new_tokens=128, sampling=Sampling(), seed=0,
-             max_length=None, device=None, warmup=1):
+             max_length=None, device=None, warmup=1, deadline=None):
     """Answer, with every run, the questions its answer file lacks; the runs take turns question by
-    question, so a noisy machine's drifts hit them alike. Returns the number of answers written."""
+    question, so a noisy machine's drifts hit them alike. No question starts after `deadline`
+    (time.monotonic()). Returns the number of answers written."""
     done = {run.name: {a["question_id"] for a in answers.repair(run.answer_file)} for run in runs}
     todo = [(i, q) for i, q in enumerate(questions) if any(q["question_id"] not in done[r.name] for r in runs)]
     if not todo:
@@ -99,6 +101,10 @@ def run_eval(runs, questions, tokenizer, *, template="raw", max_new_tokens=128, 
             ask(run, q, min(max_new_tokens, 32), torch.Generator(gen_device).manual_seed(seed))
     written = 0
     for i, q in tqdm(todo, desc=", ".join(r.name for r in runs), unit="q"):
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"time budget spent: stopped before question {q['question_id']}; what was answered is kept",
+                  file=sys.stderr)
+            break
         for run in runs[i % len(runs):] + runs[:i % len(runs)]:
             if q["question_id"] in done[run.name]:
                 continue
@@ -113,7 +119,8 @@ def run_eval(runs, questions, tokenizer, *, template="raw", max_new_tokens=128, 
 def run_settings(args, method, draft_name, target, draft, forward, template):
     """What an answer records of how it was made: the common flags, then the method's own settings."""
     return {"method": method, "target": str(args.target), "draft": draft_name,
-            "draft_repack": getattr(draft, "repack", None), "temperature": args.temperature, "top_k": args.top_k,
+            "draft_repack": getattr(draft, "repack", None), "draft_threads": getattr(draft, "threads", None),
+            "cpu_affinity": sorted(os.sched_getaffinity(0)), "temperature": args.temperature, "top_k": args.top_k,
             "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "template": template, "seed": args.seed,
             "device": str(target.device), **getattr(forward, "settings", {})}
 
@@ -143,8 +150,9 @@ def add_common_args(ap):
     ap.add_argument("--device-map", default=None, help="e.g. 'auto': spread the target over all GPUs (accelerate)")
     ap.add_argument("--target-threads", type=threads("--target-threads"), default=None,
                     help="torch threads for a CPU target")
-    ap.add_argument("--draft-threads", type=threads("--draft-threads"), default=1,
-                    help="llama.cpp threads for a GGUF draft")
+    ap.add_argument("--draft-threads", type=threads("--draft-threads"), default=None,
+                    help="llama.cpp threads for a GGUF draft (default: 1 beside a CPU target; beside a GPU "
+                         "target all cores but two, which the target's kernel-launching thread needs)")
     ap.add_argument("--draft-repack", choices=["auto", "on", "off"], default="auto",
                     help="llama.cpp's weight-repacking buffer types for a quantized GGUF draft (auto: on, except "
                          "where the CPU offers AMX, whose kernels crash llama.cpp 0.3.36 on quantized drafts)")

@@ -9,6 +9,7 @@ Only the chosen method's module is imported, so one method's dependencies (draft
 are not needed to run another.
 """
 import importlib
+import os
 from pathlib import Path
 
 from src.argtypes import Parser
@@ -67,9 +68,19 @@ def load_target(name_or_path, device=None, threads=None, device_map=None):
     from src.utils import resolve
 
     path, entry = resolve(name_or_path, "--target")
-    target = Target(path, device=device, threads=threads, device_map=device_map)
-    target.name, target.template = str(name_or_path), entry.get("template", "raw")
+    target = Target(path, device=device, threads=threads, device_map=device_map, twin=entry.get("twin"))
+    # the registry name (a twin's source's) finds per-model data such as REST's datastore
+    target.name = str(name_or_path).split(":", 2)[-1]
+    target.template = entry.get("template", "raw")
     return target
+
+
+def default_draft_threads(target):
+    """1 beside a CPU target (the demo's setting); beside a GPU target every core but two, which the
+    target's Python thread needs to launch its kernels."""
+    if target.device is None or target.device.type == "cpu":
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) - 2)
 
 
 def load_draft(module, name, draft_name, target, threads=1, repack="auto"):
@@ -81,16 +92,18 @@ def load_draft(module, name, draft_name, target, threads=1, repack="auto"):
         return None
     if not draft_name:
         raise ValueError(f"method {name!r} needs --draft (a registry name or path)")
-    draft_path, _ = resolve(draft_name, "--draft")
+    draft_path, entry = resolve(draft_name, "--draft")
     if Path(draft_path).is_dir():
         from src.backends.target import Target
         if need == "gguf":
-            raise ValueError(f"method {name!r} needs a GGUF draft run by llama.cpp, not {draft_path}")
-        draft = Target(draft_path, device=str(target.device), dtype=target.dtype)
+            raise ValueError(f"method {name!r} needs a GGUF draft run by llama.cpp, not {draft_path} "
+                             f"(python -m src.tools.convert_to_gguf converts it)")
+        draft = Target(draft_path, device=str(target.device), dtype=target.dtype, twin=entry.get("twin"))
         if len(draft.tokenizer) != len(target.tokenizer) or draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise ValueError(f"draft {draft_path} does not share the target's tokenizer")
         return draft
     from src.backends.draft import Draft, check_vocab
-    draft = Draft(draft_path, threads=threads, n_ctx=target.max_length or 4096, repack=repack)
+    draft = Draft(draft_path, threads=threads or default_draft_threads(target), n_ctx=target.max_length or 4096,
+                  repack=repack)
     check_vocab(draft, target.tokenizer)
     return draft

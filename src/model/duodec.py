@@ -335,6 +335,7 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
             v = check_chain(target, seq, pending, sampling, gen)
         gained, held, nxt = v.gained, v.held, v.nxt
         if not first_round:
+            target.sync()
             verify_s.append(time.perf_counter() - t_verify)
             verify_tokens.append(v.fed)
         if not held:
@@ -398,6 +399,7 @@ def measure(target, draft, max_seqs, context_len=64):
     for n in (1, 4, 8, 16, 32, 64):
         def fwd(n=n):
             target.forward(ctx[:n] if n <= len(ctx) else (ctx * 2)[:n])
+            target.sync()  # on a GPU, time the kernels, not their launch
             target.rollback(len(ctx))
         fwd()
         target_fwd[n] = median_seconds(fwd, 9)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Wheels for a GPU machine with no network (Python 3.12, torch, transformers, accelerate, numpy, scipy,
+# tqdm, matplotlib already there), written to the git-ignored wheels/. Run on any x86-64 Linux with pip:
+#   bash cmds/bundle_offline.sh
+# - llama-cpp-python built portable: native tuning off, every x86-64 CPU variant built as a backend that
+#   ggml picks at run time (AVX2, AVX-512, AMX, ...). Its package is ctypes-only, so the wheel is
+#   py3-none and installs on any CPython 3.
+# - draftretriever's cp312 manylinux wheel; gguf, fschat, shortuuid; transformers at the pinned version.
+# cmds/gpu_check.sh installs them with `pip install --no-index --no-deps --target`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=wheels
+mkdir -p "$out"
+pin() { grep -E "^$1==" requirements.txt; }
+py=${PYTHON:-python3}
+if ! ls "$out"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON" \
+    "$py" -m pip wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python "$(pin llama-cpp-python)" -w "$out"
+fi
+"$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$out" "$(pin draftretriever)"
+"$py" -m pip download -q --no-deps -d "$out" "$(pin gguf)" "$(pin fschat)" "$(pin shortuuid)" "$(pin transformers)"
+ls -l "$out"
+du -sh "$out"
