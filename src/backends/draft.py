@@ -5,6 +5,7 @@ n_seq_max = 1; DuoDecoding decodes several sequences in one `llama_decode` (unif
 Logits are read with `llama_get_logits_ith`, since `Llama.scores` is only filled with logits_all.
 """
 import ctypes
+import functools
 from pathlib import Path
 
 import llama_cpp
@@ -29,12 +30,16 @@ _backend_ready = False
 AMX_CRASH = "ggml_backend_amx_mul_mat segfaults on quantized weights (llama.cpp #20824; llama-cpp-python 0.3.36)"
 
 
-def extra_buffer_types():
-    """Names of the CPU backend's extra buffer types on this host, in llama.cpp's order of preference,
-    e.g. ['AMX', 'CPU_REPACK']: where quantized weights go when `use_extra_bufts` is on.
-
-    llama-cpp-python binds no ggml-backend functions, so these few are bound here with ctypes."""
-    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml.so"))
+@functools.cache
+def ggml():
+    """llama.cpp's ggml library, the copy libllama loaded (a wheel holds libggml.so and libggml.so.0 as two
+    files, and each copy keeps its own backend registry). llama-cpp-python binds no ggml-backend
+    functions, so the few used here are bound with ctypes."""
+    with open("/proc/self/maps") as maps:
+        loaded = [line.split()[-1] for line in maps if "/libggml.so" in line]
+    lib = ctypes.CDLL(loaded[0] if loaded else str(Path(llama_cpp.__file__).parent / "lib" / "libggml.so"))
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
     lib.ggml_backend_dev_by_type.restype = ctypes.c_void_p
     lib.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
     lib.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
@@ -43,6 +48,13 @@ def extra_buffer_types():
     lib.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     lib.ggml_backend_buft_name.restype = ctypes.c_char_p
     lib.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def extra_buffer_types():
+    """Names of the CPU backend's extra buffer types on this host, in llama.cpp's order of preference,
+    e.g. ['AMX', 'CPU_REPACK']: where quantized weights go when `use_extra_bufts` is on."""
+    lib = ggml()
     init_backend()
     dev = lib.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
     if not dev:
@@ -76,6 +88,14 @@ def init_backend():
     if not _backend_ready:
         llama_cpp.llama_log_set(_quiet, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
+        lib = ggml()
+        if lib.ggml_backend_dev_count() == 0:
+            # a portable build (GGML_BACKEND_DL, cmds/bundle_offline.sh) ships one CPU backend per ISA level
+            # as a library to load; ggml picks the best this CPU runs
+            package = Path(llama_cpp.__file__).parent
+            for folder in (package / "lib", package.parent / "bin"):
+                if folder.is_dir():
+                    lib.ggml_backend_load_all_from_path(str(folder).encode())
         _backend_ready = True
 
 
@@ -201,8 +221,9 @@ def top_k_logprobs(logits, k):
     return ids, logp[ids]
 
 
-def check_vocab(draft, tokenizer, n_samples=64):
-    """Refuse a draft whose vocabulary differs from the target tokenizer's: size, BOS/EOS, token strings."""
+def check_vocab(draft, tokenizer):
+    """Refuse a draft whose vocabulary differs from the target tokenizer's: size, BOS/EOS, and every token's
+    string (32000 strings take milliseconds; a sample would miss two swapped ids)."""
     name = f"draft {draft.path.name}"
     problems = []
     if draft.n_vocab != len(tokenizer):
@@ -212,10 +233,11 @@ def check_vocab(draft, tokenizer, n_samples=64):
         if t_id is not None and d_id != t_id:
             problems.append(f"{what} id {d_id} != target's {t_id}")
     n = min(draft.n_vocab, len(tokenizer))
-    for i in sorted(set(np.linspace(0, n - 1, n_samples).astype(int).tolist())):
-        d, t = draft.token_text(i), tokenizer.convert_ids_to_tokens(i)
-        if t is not None and d != t:
-            problems.append(f"token {i} is {d!r} in the draft but {t!r} in the target")
-            break
+    target_tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
+    differ = [i for i, t in enumerate(target_tokens) if t is not None and draft.token_text(i) != t]
+    if differ:
+        i = differ[0]
+        problems.append(f"{len(differ)} token strings differ, first id {i}: {draft.token_text(i)!r} in the draft, "
+                        f"{target_tokens[i]!r} in the target")
     if problems:
         raise VocabMismatchError(f"{name} does not match the target's tokenizer: " + "; ".join(problems))

@@ -48,8 +48,9 @@ class Target:
                 self.model = enlarge(source, self.config, device=self.device, dtype=self.dtype)
             else:
                 self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype, device_map=device_map)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ModelLoadError(f"cannot load target model from {path}: {e}") from e
+        except Exception as e:  # noqa: BLE001 - transformers, safetensors and torch raise many kinds
+            raise ModelLoadError(f"cannot load model from {path}: {type(e).__name__}: "
+                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
         if device_map is None:
             self.model.to(self.device)
         else:  # inputs go where the embeddings live

@@ -15,14 +15,15 @@ from pathlib import Path
 
 from src.argtypes import Parser, positive
 from src.eval import answers
+from src.eval.cli import run_cli
 from src.eval.host import host_tag, machine
 from src.eval.inference import Run, add_common_args, run_eval, run_settings
 from src.eval.report import print_beside, write_report
-from src.eval.questions import BENCHES, QuestionFileError, questions_for
+from src.eval.questions import BENCHES, questions_for
 from src.eval.speed import compare, table
-from src.model import NotImplementedMethod, load_draft, load_target, method_args
+from src.model import load_draft, load_target, method_args
 from src.model.base import Sampling
-from src.utils import ROOT, ModelNotFound
+from src.utils import ROOT
 
 # name -> (method, draft kind: None | "hf" | "gguf", the method's flags)
 VARIANTS = {
@@ -97,7 +98,11 @@ def make_runs(names, args, target, folder):
         forward = module.make(margs, target, draft)
         settings = {"variant": name,
                     **run_settings(args, method, drafts.get(kind), target, draft, forward, target.template)}
-        runs.append(Run(name, forward, folder / f"{name}.jsonl", settings))
+        config = {"variant": name, "method": method, "target": args.target, "draft": drafts.get(kind),
+                  "bench": args.bench, "question_file": args.question_file,
+                  **{k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")},
+                  "method_flags": vars(margs)}
+        runs.append(Run(name, forward, folder / f"{name}.jsonl", settings, config))
         print(f"{name}: {json.dumps(settings)}", flush=True)
     return runs
 
@@ -110,28 +115,31 @@ def main(argv=None):
     if unknown:
         ap.error(f"--methods: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     started, host = time.monotonic(), machine()
-    try:
-        questions = questions_for(args.bench, args.question_file)[:args.limit]
-        folder = run_folder(args, host)
-        target = load_target(args.target, args.device, args.target_threads, args.device_map)
-        runs = make_runs(names, args, target, folder)
-    except (NotImplementedMethod, QuestionFileError, ModelNotFound, ValueError, RuntimeError, OSError) as e:
-        sys.exit(f"error: {e}")
-    (folder / "machine.json").write_text(json.dumps(host, indent=1) + "\n")
-    try:
-        run_eval(runs, questions, target.tokenizer, template=target.template, max_new_tokens=args.max_new_tokens,
-                 sampling=Sampling(args.temperature, args.top_k, args.top_p), seed=args.seed,
-                 max_length=target.max_length, device=target.device, warmup=args.warmup,
-                 deadline=started + args.time_budget if args.time_budget else None)
-    finally:
-        for run in runs:
-            if hasattr(run.forward, "close"):
-                run.forward.close()
+    questions = questions_for(args.bench, args.question_file)[:args.limit]
+    folder = run_folder(args, host)
+    with answers.locked([folder / f"{name}.jsonl" for name in names]):  # one writer, before any model loads
+        measure(args, names, folder, host, questions, started)
     print(summarise(folder, names, args, host, len(questions)))
     if args.reference is not None:
         print_beside(write_report(folder, args.reference))
     print(f"run folder: {folder}")
     return folder
+
+
+def measure(args, names, folder, host, questions, started):
+    target = load_target(args.target, args.device, args.target_threads, args.device_map)
+    runs = make_runs(names, args, target, folder)
+    (folder / "machine.json").write_text(json.dumps(host, indent=1) + "\n")
+    try:
+        run_eval(runs, questions, target.tokenizer, template=target.template, max_new_tokens=args.max_new_tokens,
+                 sampling=Sampling(args.temperature, args.top_k, args.top_p), seed=args.seed,
+                 max_length=target.max_length, device=target.device, warmup=args.warmup,
+                 deadline=started + args.time_budget if args.time_budget else None,
+                 force_resume=args.force_resume, repair=args.repair)
+    finally:
+        for run in runs:
+            if hasattr(run.forward, "close"):
+                run.forward.close()
 
 
 def summarise(folder, names, args, host, n_questions):
@@ -143,7 +151,7 @@ def summarise(folder, names, args, host, n_questions):
     for name in names:
         if name == "ar":
             continue
-        res = compare(answers.load(folder / f"{name}.jsonl"), base)
+        res = compare(answers.load(folder / f"{name}.jsonl"), base, labels=(f"{name}.jsonl", "ar.jsonl"))
         summary[name] = res
         report += ["```", table(res, f"{name} vs ar"), "```", ""]
     text = "\n".join(report)
@@ -153,4 +161,4 @@ def summarise(folder, names, args, host, n_questions):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

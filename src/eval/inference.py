@@ -23,21 +23,23 @@ from tqdm import tqdm
 
 from src.argtypes import Parser, non_negative, positive, ranged, threads
 from src.eval import answers
+from src.eval.cli import run_cli
 from src.eval.prompts import PromptError, build_prompt, check_prompt
-from src.eval.questions import BENCHES, QuestionFileError, questions_for
+from src.eval.questions import BENCHES, questions_for
 from src.model import METHODS, NotImplementedMethod, add_method_args, check_method_args, load_draft, load_method, \
-    load_target
+    load_target, method_flags
 from src.model.base import Sampling
-from src.utils import ModelNotFound
 
 
 @dataclass
 class Run:
-    """One method's answers: `name` is recorded as the answers' model_id."""
+    """One method's answers: `name` is recorded as the answers' model_id. `config` is what a resume must
+    match (method, models, sampling, the method's flags); `settings` adds what was measured."""
     name: str
     forward: object
     answer_file: Path
     settings: dict = field(default_factory=dict)
+    config: dict = None
 
 
 def question_seed(seed, question_id):
@@ -84,22 +86,74 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; `written` answers were kept."""
+
+    def __init__(self, written):
+        super().__init__(f"interrupted after {written} answers; rerun the same command to resume")
+        self.written = written
+
+
+class RunError(RuntimeError):
+    """A method failed on one question (a dead draft worker, say); the answers before it are kept."""
+
+
+def check_questions(questions, tokenizer, template, max_new_tokens, max_length):
+    """Before any work: every question's first turn, and all its turns without the answers between them,
+    must leave room for max_new_tokens in the target's context."""
+    bad = []
+    for q in questions:
+        for n_turns in sorted({1, len(q["turns"])}):
+            prompt = build_prompt(template, q["turns"][:n_turns], [""] * (n_turns - 1))
+            try:
+                check_prompt(tokenizer(prompt)["input_ids"], q["turns"][n_turns - 1], max_new_tokens, max_length,
+                             f"question {q['question_id']} turn {n_turns}")
+            except PromptError as e:
+                bad.append(str(e))
+                break
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise PromptError(f"{bad[0]}{more}: lower --max-new-tokens, or leave such questions out of the file")
+
+
 def run_eval(runs, questions, tokenizer, *, template="raw", max_new_tokens=128, sampling=Sampling(), seed=0,
-             max_length=None, device=None, warmup=1, deadline=None):
+             max_length=None, device=None, warmup=1, deadline=None, force_resume=False, repair=False):
     """Answer, with every run, the questions its answer file lacks; the runs take turns question by
     question, so a noisy machine's drifts hit them alike. No question starts after `deadline`
-    (time.monotonic()). Returns the number of answers written."""
-    done = {run.name: {a["question_id"] for a in answers.repair(run.answer_file)} for run in runs}
+    (time.monotonic()). Returns the number of answers written.
+
+    Each answer file is locked for the run and must hold answers of the run's own configuration
+    (unless force_resume). A later turn that outgrows the context is recorded as skipped, so that a
+    rerun completes."""
+    check_questions(questions, tokenizer, template, max_new_tokens, max_length)
+    with answers.locked([run.answer_file for run in runs]):
+        done = {}
+        for run in runs:
+            existing = answers.repair(run.answer_file, move_bad=repair)
+            answers.check_config(run.answer_file, existing, run.config, force_resume)
+            done[run.name] = {a["question_id"] for a in existing}
+        written = 0
+        try:
+            for _ in answer_all(runs, questions, done, tokenizer, template, max_new_tokens, sampling, seed,
+                                max_length, device, warmup, deadline):
+                written += 1
+        except KeyboardInterrupt:
+            raise Interrupted(written) from None
+    return written
+
+
+def answer_all(runs, questions, done, tokenizer, template, max_new_tokens, sampling, seed, max_length, device,
+               warmup, deadline):
+    """Yields once per answer written."""
     todo = [(i, q) for i, q in enumerate(questions) if any(q["question_id"] not in done[r.name] for r in runs)]
     if not todo:
-        return 0
+        return
     gen_device = device if device is not None else torch.device("cpu")
     ask = lambda run, q, n, gen: answer_question(run.forward, q, tokenizer, template, n, sampling, gen,
                                                  max_length, device)
     for q in questions[:warmup]:  # warm-up: allocations, kernels, caches; not recorded
         for run in runs:
             ask(run, q, min(max_new_tokens, 32), torch.Generator(gen_device).manual_seed(seed))
-    written = 0
     for i, q in tqdm(todo, desc=", ".join(r.name for r in runs), unit="q"):
         if deadline is not None and time.monotonic() > deadline:
             print(f"time budget spent: stopped before question {q['question_id']}; what was answered is kept",
@@ -109,11 +163,17 @@ def run_eval(runs, questions, tokenizer, *, template="raw", max_new_tokens=128, 
             if q["question_id"] in done[run.name]:
                 continue
             gen = torch.Generator(gen_device).manual_seed(question_seed(seed, q["question_id"]))
-            choice = ask(run, q, max_new_tokens, gen)
-            choice["settings"] = run.settings
-            answers.append(run.answer_file, answer_record(q, choice, run.name))
-            written += 1
-    return written
+            try:
+                choice = ask(run, q, max_new_tokens, gen)
+                choice["settings"] = run.settings
+                record = answer_record(q, choice, run.name)
+            except PromptError as e:
+                record = {**answer_record(q, None, run.name), "choices": [], "skipped": str(e)}
+            except RuntimeError as e:
+                raise RunError(f"{run.name}, question {q['question_id']}: {e}") from e
+            record["config"] = run.config
+            answers.append(run.answer_file, record)
+            yield
 
 
 def run_settings(args, method, draft_name, target, draft, forward, template):
@@ -153,6 +213,8 @@ def add_common_args(ap):
     ap.add_argument("--draft-threads", type=threads("--draft-threads"), default=None,
                     help="llama.cpp threads for a GGUF draft (default: 1 beside a CPU target; beside a GPU "
                          "target all cores but two, which the target's kernel-launching thread needs)")
+    ap.add_argument("--force-resume", action="store_true", help="resume an answer file made with other settings")
+    ap.add_argument("--repair", action="store_true", help="move malformed lines of an answer file to FILE.bad")
     ap.add_argument("--draft-repack", choices=["auto", "on", "off"], default="auto",
                     help="llama.cpp's weight-repacking buffer types for a quantized GGUF draft (auto: on, except "
                          "where the CPU offers AMX, whose kernels crash llama.cpp 0.3.36 on quantized drafts)")
@@ -195,31 +257,72 @@ def parse_args(argv=None):
         ap.error(f"--shard-index must be below --num-shards ({args.num_shards})")
     module = load_method(method)
     check_method_args(module, args, ap)
+    problem = check_device(args.device) or check_answer_path(args.answer_file)
+    if problem:
+        ap.error(problem)
     return args, module
+
+
+def check_device(device):
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        return f"--device must be cpu, cuda or cuda:N, not {device!r}"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {device}: no CUDA device is visible here"
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        return f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
+    return None
+
+
+def check_answer_path(path):
+    """Before any model loads: the answer file's folder exists or can be made, and both can be written."""
+    path = Path(path)
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"--answer-file {path}: {parent} is a file, not a folder"
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"--answer-file {path}: cannot create its folder ({e.strerror})"
+    if path.is_dir():
+        return f"--answer-file {path} is a folder"
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"--answer-file {path} cannot be written"
+    return None
 
 
 def main(argv=None):
     args, method = parse_args(argv)
-    try:
-        questions = shard(questions_for(args.bench, args.question_file)[:args.limit], args.num_shards,
-                          args.shard_index)
-        target = load_target(args.target, args.device, args.target_threads, args.device_map)
-        draft = load_draft(method, args.method, args.draft, target, args.draft_threads, args.draft_repack)
-    except (NotImplementedMethod, QuestionFileError, ModelNotFound, ValueError, RuntimeError, OSError) as e:
-        sys.exit(f"error: {e}")
-    template = args.template or target.template
-    forward = method.make(args, target, draft)
-    settings = run_settings(args, args.method, args.draft, target, draft, forward, template)
-    model_id = args.model_id or f"{args.method}-{target.path.name}"
+    questions = shard(questions_for(args.bench, args.question_file)[:args.limit], args.num_shards, args.shard_index)
     if args.num_shards > 1:
         args.answer_file = shard_file(args.answer_file, args.shard_index, args.num_shards)
+    with answers.locked([args.answer_file]):  # a second writer is refused before any model loads
+        run_inference(args, method, questions)
+
+
+def run_inference(args, method, questions):
+    target = load_target(args.target, args.device, args.target_threads, args.device_map)
+    template = args.template or target.template
+    check_questions(questions, target.tokenizer, template, args.max_new_tokens, target.max_length)
+    draft = load_draft(method, args.method, args.draft, target, args.draft_threads, args.draft_repack)
+    forward = method.make(args, target, draft)
+    model_id = args.model_id or f"{args.method}-{target.path.name}"
+    config = {"method": args.method, "model_id": model_id, "target": args.target, "draft": args.draft,
+              "bench": args.bench, "question_file": args.question_file, "template": template,
+              **{k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")},
+              "method_flags": method_flags(method, args)}
+    run = Run(model_id, forward, Path(args.answer_file), run_settings(args, args.method, args.draft, target, draft,
+                                                                      forward, template), config)
     try:
-        n = run_eval([Run(model_id, forward, Path(args.answer_file), settings)], questions, target.tokenizer,
-                     template=template, max_new_tokens=args.max_new_tokens,
+        n = run_eval([run], questions, target.tokenizer, template=template, max_new_tokens=args.max_new_tokens,
                      sampling=Sampling(args.temperature, args.top_k, args.top_p), seed=args.seed,
-                     max_length=target.max_length, device=target.device, warmup=args.warmup)
-    except PromptError as e:
-        sys.exit(f"error: {e} (answers so far are kept in {args.answer_file}; a rerun resumes)")
+                     max_length=target.max_length, device=target.device, warmup=args.warmup,
+                     force_resume=args.force_resume, repair=args.repair)
     finally:
         close = getattr(forward, "close", None)
         if close:
@@ -228,4 +331,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -4,9 +4,11 @@
 """
 import argparse
 import sys
+from pathlib import Path
 
 from src.eval import answers
-from src.eval.questions import QuestionFileError, questions_for
+from src.eval.cli import run_cli
+from src.eval.questions import questions_for
 
 
 def merge(paths, expected_ids=None):
@@ -34,14 +36,14 @@ def main(argv=None):
     ap.add_argument("--bench", default=None, help="check that every question of this bench is answered")
     ap.add_argument("--question-file", default=None)
     ap.add_argument("--limit", type=int, default=None, help="the --limit the shards ran with")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
-    try:
-        expected = None
-        if args.bench or args.question_file:
-            expected = [q["question_id"] for q in questions_for(args.bench, args.question_file)[:args.limit]]
-        records = merge(args.files, expected)
-    except (ValueError, QuestionFileError, answers.AnswerFileError) as e:
-        sys.exit(f"error: {e}")
+    if Path(args.out).exists() and not args.overwrite:
+        sys.exit(f"error: {args.out} exists: merging would replace it; pass --overwrite to do so")
+    expected = None
+    if args.bench or args.question_file:
+        expected = [q["question_id"] for q in questions_for(args.bench, args.question_file)[:args.limit]]
+    records = merge(args.files, expected)
     open(args.out, "w").close()
     for r in records:
         answers.append(args.out, r)
@@ -49,4 +51,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

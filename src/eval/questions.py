@@ -40,6 +40,8 @@ def default_files(bench):
 def normalise(record, where):
     """A Spec-Bench question as is; a HumanEval task becomes one with its prompt as the only turn."""
     if "task_id" in record and "prompt" in record:
+        if not str(record["prompt"]).strip():
+            raise QuestionFileError(f"{where}: task {record['task_id']} has an empty prompt")
         return {"question_id": int(str(record["task_id"]).rsplit("/", 1)[-1]), "category": "humaneval",
                 "turns": [record["prompt"]]}
     if "question_id" not in record or "turns" not in record:
@@ -48,6 +50,9 @@ def normalise(record, where):
     turns = record["turns"]
     if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
         raise QuestionFileError(f"{where}: 'turns' must be a non-empty list of strings")
+    empty = [i + 1 for i, t in enumerate(turns) if not t.strip()]
+    if empty:
+        raise QuestionFileError(f"{where}: question {record['question_id']} has an empty turn {empty[0]}")
     category = record.get("category", "unknown")
     if category in MT_BENCH_CATEGORIES:
         return {"question_id": record["question_id"], "category": "mt_bench", "subcategory": category,
@@ -60,21 +65,27 @@ def load_questions(path):
     if not path.is_file():
         raise QuestionFileError(f"question file not found: {path}")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise QuestionFileError(f"{where}: malformed JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise QuestionFileError(f"{where}: expected a JSON object")
-            out.append(normalise(record, where))
-    ids = [q["question_id"] for q in out]
-    if len(set(ids)) != len(ids):
-        raise QuestionFileError(f"{path}: duplicate question ids")
+    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        where = f"{path}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise QuestionFileError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})") \
+                from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise QuestionFileError(f"{where}: malformed JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise QuestionFileError(f"{where}: expected a JSON object")
+        out.append(normalise(record, where))
+    seen = set()
+    for q in out:
+        if q["question_id"] in seen:
+            raise QuestionFileError(f"{path}: question id {q['question_id']!r} appears twice")
+        seen.add(q["question_id"])
     return out
 
 

@@ -19,12 +19,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from src.eval.answers import AnswerFileError, load  # noqa: E402
+from src.eval.cli import run_cli  # noqa: E402
 from src.eval.host import describe  # noqa: E402
 from src.eval.speed import compare, question_speed  # noqa: E402
 
 
 def load_run(folder):
-    runs = {p.stem: load(p) for p in sorted(Path(folder).glob("*.jsonl"))}
+    runs = {p.stem: [r for r in load(p) if "skipped" not in r] for p in sorted(Path(folder).glob("*.jsonl"))}
     if "ar" not in runs:
         raise AnswerFileError(f"no ar.jsonl (the baseline) in {folder}")
     return runs
@@ -92,13 +93,14 @@ def machine_of(folder):
     return {}
 
 
-def beside_references(folder, results, references):
+def beside_references(folder, results, references, allow_partial=False):
     """Markdown: this run's overall speedups next to each reference run's, with each machine."""
     refs = []
     for ref in references:
         if Path(ref).resolve() != Path(folder).resolve():
             runs = load_run(ref)
-            refs.append((Path(ref), {m: compare(recs, runs["ar"])["overall"] for m, recs in runs.items() if m != "ar"}))
+            refs.append((Path(ref), {m: compare(recs, runs["ar"], allow_partial, (f"{ref}/{m}.jsonl", f"{ref}/ar.jsonl"))
+                                     ["overall"] for m, recs in runs.items() if m != "ar"}))
     if not refs:
         return []
     head = "| method | this run | " + " | ".join(str(r) for r, _ in refs) + " |"
@@ -151,16 +153,17 @@ def same_as_ar(runs, methods):
     return lines + [""]
 
 
-def write_report(folder, references=()):
+def write_report(folder, references=(), allow_partial=False):
     folder = Path(folder)
     runs = load_run(folder)
     methods = [m for m in runs if m != "ar"]
-    results = {m: compare(runs[m], runs["ar"]) for m in methods}
+    results = {m: compare(runs[m], runs["ar"], allow_partial, (str(folder / f"{m}.jsonl"), str(folder / "ar.jsonl")))
+               for m in methods}
     sps_ttft = results.get("sps", {})
     cats = list(next(iter(results.values())).keys()) if results else []
     lines = [f"# Report: {folder}", "", f"Machine: {describe(machine_of(folder))}", ""]
     lines += setup(runs)
-    lines += beside_references(folder, results, references)
+    lines += beside_references(folder, results, references, allow_partial)
     sps = results.get("sps", {})
     for cat in cats:
         lines += [f"## {cat}", "", "| method | speedup | median per-question ratio | over SpS | tokens/s | mean accepted "
@@ -251,14 +254,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results_dir")
     ap.add_argument("--reference", nargs="*", default=[], help="earlier run folders to show beside this one")
+    ap.add_argument("--allow-partial", action="store_true", help="compare however few questions are paired")
     args = ap.parse_args(argv)
-    try:
-        path = write_report(args.results_dir, args.reference)
-    except (AnswerFileError, KeyError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    path = write_report(args.results_dir, args.reference, args.allow_partial)
     print_beside(path)
     print(f"wrote {path}, {path.parent / 'speedup.png'} and {path.parent / 'acceptance.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

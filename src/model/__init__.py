@@ -57,6 +57,13 @@ def method_args(name, flags=()):
     return module, args
 
 
+def method_flags(module, args):
+    """The values of the method's own flags in `args` (for the configuration an answer file records)."""
+    ap = Parser()
+    add_method_args(module, ap, "")
+    return {k: getattr(args, k) for k in vars(ap.parse_args([]))}
+
+
 def check_method_args(module, args, ap):
     problem = module.check_args(args) if hasattr(module, "check_args") else None
     if problem:

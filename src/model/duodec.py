@@ -18,6 +18,7 @@ token with p > theta (up to --max-seqs) starts its own sequence. All sequences a
 """
 import multiprocessing as mp
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -165,7 +166,10 @@ class ThreadWorker:
 
 
 def _process_main(path, threads, n_ctx, n_seq, repack, conn, cancel):
+    import signal
+
     from src.backends.draft import Draft
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report, once
     drafter = Drafter(Draft(path, threads=threads, n_ctx=n_ctx, n_seq=n_seq, repack=repack))
     conn.send(("ready", None, 0.0))
     while True:
@@ -193,17 +197,24 @@ class ProcessWorker:
         self.proc.start()
         self._recv(60.0)  # loading the model
 
+    def died(self):
+        """The worker's end, read after join (exitcode is None until then)."""
+        self.proc.join(1)
+        code = self.proc.exitcode
+        how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        return RuntimeError(f"the draft worker process died ({how})")
+
     def _recv(self, timeout):
         deadline = time.perf_counter() + timeout
         try:
             while not self.conn.poll(0.05):
                 if not self.proc.is_alive():
-                    raise RuntimeError(f"the draft worker process died (exit code {self.proc.exitcode})")
+                    raise self.died()
                 if time.perf_counter() > deadline:
                     raise RuntimeError(f"the draft worker gave no answer in {timeout:.0f} s")
             status, out, secs = self.conn.recv()
         except (EOFError, OSError):
-            raise RuntimeError(f"the draft worker process died (exit code {self.proc.exitcode})") from None
+            raise self.died() from None
         if status == "error":
             raise RuntimeError(f"the draft worker failed:\n{out}")
         return out, secs
@@ -213,7 +224,7 @@ class ProcessWorker:
         try:
             self.conn.send((fn, *args))
         except OSError:
-            raise RuntimeError(f"the draft worker process died (exit code {self.proc.exitcode})") from None
+            raise self.died() from None
 
     def stop_early(self):
         self.cancel.set()
