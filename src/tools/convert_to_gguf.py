@@ -47,6 +47,20 @@ def load_state(hf_dir):
     return state
 
 
+def merge_scores(tokens, merges, types):
+    """Scores that make llama.cpp's SentencePiece tokenizer merge as the HF BPE does: it merges the pair
+    whose result scores highest, HF the pair of lowest merge rank; so a piece scores minus the rank of
+    the first merge that makes it. (Vocabulary order is not merge order for Llama: by id, '▁▁' would
+    beat '▁Hello'.) Pieces no merge makes come after every merged one."""
+    rank = {}
+    for r, m in enumerate(merges):
+        left, right = m.split(" ", 1) if isinstance(m, str) else m
+        rank.setdefault(left + right, r)
+    unmerged = -float(len(merges))
+    return [0.0 if types[i] != gguf.TokenType.NORMAL else -float(rank[t]) if t in rank else unmerged - i
+            for i, t in enumerate(tokens)]
+
+
 def add_tokenizer(writer, hf_dir, cfg):
     tok = json.loads((Path(hf_dir) / "tokenizer.json").read_text())
     model = tok["model"]
@@ -75,8 +89,7 @@ def add_tokenizer(writer, hf_dir, cfg):
         for i, text in enumerate(tokens):
             if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
                 types[i] = gguf.TokenType.BYTE
-        # SentencePiece BPE ranks pieces by score; HF's vocab order is that rank.
-        writer.add_token_scores([0.0 if types[i] != gguf.TokenType.NORMAL else -float(i) for i in range(n_vocab)])
+        writer.add_token_scores(merge_scores(tokens, model.get("merges", []), types))
     else:
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre("gpt-2")
