@@ -61,6 +61,15 @@ def test_converter_quantizes_with_llama_cpp(reference, dtype):
     assert convert(DEMO, d / f"{dtype}-converter.gguf", dtype).read_bytes() == by_hand.read_bytes()
 
 
+def test_repack_on_this_host(reference):
+    """auto: repacking off for a quantized draft exactly where the CPU offers AMX; on for an f16 one."""
+    d = reference[0]
+    amx = "AMX" in extra_buffer_types()
+    assert Draft(convert(DEMO, d / "policy-q4_0.gguf", "q4_0"), n_ctx=64).repack is not amx
+    assert Draft(convert(DEMO, d / "policy-f16.gguf", "f16"), n_ctx=64).repack is True
+    assert Draft(d / "policy-q4_0.gguf", n_ctx=64, repack="off").repack is False
+
+
 def test_repack_policy():
     assert use_repack("on", ["AMX"]) and not use_repack("off", ["CPU_REPACK"])
     assert use_repack("auto", ["CPU_REPACK"]) and use_repack("auto", [])

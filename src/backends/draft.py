@@ -76,7 +76,8 @@ def use_repack(mode, bufts=None):
 
     auto: yes, unless the CPU backend offers AMX's: its matmul crashes on quantized drafts (every type
     it takes: q4_0, q4_1, q8_0, q4_K, q5_K, q6_K, iq4_xs), and llama.cpp prefers it to the plain
-    repacking that works. Off costs the repacked kernels' speed (README: the draft's step time)."""
+    repacking that works. (Draft turns them back on for an unquantized file, which AMX runs well.)
+    Off costs the repacked kernels' speed (README: the draft's step time)."""
     if mode in ("on", "off"):
         return mode == "on"
     bufts = extra_buffer_types() if bufts is None else bufts
@@ -99,6 +100,24 @@ def init_backend():
         _backend_ready = True
 
 
+UNQUANTIZED = {"0", "1", "32"}  # llama_ftype: all f32, mostly f16, mostly bf16
+
+
+def load_model(path, extra_bufts):
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.use_extra_bufts = extra_bufts
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+    if not model:
+        raise DraftLoadError(f"llama.cpp could not load {path} (not a valid GGUF model?)")
+    return model
+
+
+def file_type(model):
+    buf = ctypes.create_string_buffer(32)
+    n = llama_cpp.llama_model_meta_val_str(model, b"general.file_type", buf, len(buf))
+    return buf.value.decode() if n >= 0 else None
+
+
 class Draft:
     """Sequences 0..n_seq-1 share one unified KV cache. `lengths[s]` is how many tokens sequence s holds."""
 
@@ -107,11 +126,11 @@ class Draft:
         if not path.is_file():
             raise DraftLoadError(f"draft GGUF not found: {path}")
         init_backend()
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.use_extra_bufts = self.repack = use_repack(repack)
-        self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
-        if not self.model:
-            raise DraftLoadError(f"llama.cpp could not load {path} (not a valid GGUF model?)")
+        self.repack = use_repack(repack)
+        self.model = load_model(path, self.repack)
+        if repack == "auto" and not self.repack and file_type(self.model) in UNQUANTIZED:
+            llama_cpp.llama_model_free(self.model)  # AMX's f16 kernels work, and are faster: keep them
+            self.repack, self.model = True, load_model(path, True)
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx, n_batch, n_batch
         cparams.n_seq_max, cparams.kv_unified = n_seq, True
