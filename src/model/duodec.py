@@ -312,6 +312,7 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
              tree=False):
     clock = Clock()
     target.reset()
+    budget.start_question()
     eos = target.eos_token_id
     seq, pending, new = list(prompt_ids), [], []
     accepts, ks, gammas, t_target_idle, t_draft_busy, tree_rounds = [], {}, [], 0.0, 0.0, 0
@@ -428,12 +429,15 @@ def balance_gamma(draft_step, target_fwd, cap=64):
     return cap
 
 
+PRIOR_ACCEPTANCE, PRIOR_TOKENS = 0.6, 20
+
+
 class Budget:
     """Draft tokens per round (gamma), and each sequence's depth when k sequences share a round.
 
     fixed: --gamma N. time: balance_gamma. acceptance: the gamma that maximises the expected tokens per
     round, (1 - a^g) / (1 - a) for acceptance a, over the round's time max(T_target(g), g * t_draft),
-    with a the share of draft tokens accepted so far (starting from a prior of 0.6 over 20 tokens) and
+    with a the share of draft tokens accepted so far in the question (from a prior of 0.6 over 20 tokens) and
     T_target a straight line fitted to the measured forward times.
     """
 
@@ -443,7 +447,12 @@ class Budget:
         ns = np.array(sorted(target_fwd), dtype=float)
         self.slope, self.base = np.polyfit(ns, [target_fwd[int(n)] for n in ns], 1)
         self.time_gamma = balance_gamma(draft_step, target_fwd, cap)
-        self.accepted, self.verified = 0.6 * 20, 20.0
+        self.start_question()
+
+    def start_question(self):
+        """Each question learns its own acceptance from the prior: its gamma then depends on it alone, not
+        on the questions (and warm-up) before it or on the order methods take turns in."""
+        self.accepted, self.verified = PRIOR_ACCEPTANCE * PRIOR_TOKENS, float(PRIOR_TOKENS)
 
     def alpha(self):
         return min(self.accepted / self.verified, 0.99)
