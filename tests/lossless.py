@@ -88,3 +88,21 @@ def sample_first_tokens(forward, prompt, n_samples, n=3, seed=0):
         toks = forward(prompt, n, Sampling(temperature=1.0), gen).token_ids
         out.append(tuple(toks))
     return out
+
+
+def pit_pvalue(target, prompt, outputs, max_new_tokens, temperature=1.0, bins=20, seed=0):
+    """p-value that sampled outputs follow AR's distribution at every position, however many rounds they
+    took: each token becomes u = F(x - 1) + V p(x) under AR's conditional given its own prefix (V uniform),
+    which is i.i.d. uniform exactly when every token was drawn from that conditional (the randomised
+    probability integral transform). An output shorter than max_new_tokens stopped at EOS, drawn too."""
+    rng = np.random.default_rng(seed)
+    eos, us = target.eos_token_id, []
+    for toks in outputs:
+        drawn = list(toks) + ([eos] if len(toks) < max_new_tokens else [])
+        target.reset()
+        logits = target.forward(prompt + drawn)[len(prompt) - 1:len(prompt) - 1 + len(drawn)]
+        probs = logits_to_probs(logits, temperature).double().numpy()
+        for row, x in zip(probs, drawn):
+            us.append(row[:x].sum() + rng.random() * row[x])
+    counts, _ = np.histogram(np.clip(us, 0, 1), bins=bins, range=(0.0, 1.0))
+    return chisquare(counts).pvalue, len(us)

@@ -12,7 +12,8 @@ from src.backends.draft import Draft
 from src.backends.target import Target
 from src.model import duodec
 from src.model.base import Sampling
-from tests.lossless import PROMPTS, chi_square, exact_first_tokens, greedy_mismatches, sample_first_tokens
+from tests.lossless import PROMPTS, chi_square, exact_first_tokens, greedy_mismatches, pit_pvalue, \
+    sample_first_tokens
 
 
 def args(**kw):
@@ -158,3 +159,61 @@ def test_hung_worker_is_an_error_within_seconds(tiny, monkeypatch):
     with pytest.raises(RuntimeError, match="no answer"):
         fwd(target.tokenizer(PROMPTS[0])["input_ids"], 8, Sampling(), None)
     assert time.perf_counter() - t0 < duodec.WORKER_TIMEOUT + 1
+
+
+# -- the budget policies, by hand -------------------------------------------------------------------
+
+def test_balance_gamma_by_hand():
+    # draft 0.5 ms a step; target 3.0 ms + 0.1 ms a token: 0.5 g >= 3.0 + 0.1 g from g = 7.5
+    assert duodec.balance_gamma({1: 0.0005}, {1: 0.0031, 64: 0.0094}) == 8
+    assert duodec.balance_gamma({1: 1.0}, {1: 0.001, 8: 0.002}) == 1  # a slow draft: one token
+    assert duodec.balance_gamma({1: 1e-9}, {1: 1.0, 8: 2.0}, cap=16) == 16  # a free draft: the cap
+
+
+def test_acceptance_rule_by_hand():
+    # T(g) = 1 + g (fitted exactly), the draft free: rate(g) = (1 - a^g) / (1 - a) / (1 + g)
+    b = duodec.Budget("acceptance", None, {1: 1e-9}, {1: 2.0, 2: 3.0, 4: 5.0})
+    assert b.alpha() == pytest.approx(0.6) and b.gamma() == 2  # 0.5, 0.533, 0.49 for g = 1, 2, 3
+    b.record(33, 30)  # (12 + 33) / (20 + 30) = 0.9: 0.5, 0.633, 0.678, 0.688, 0.683
+    assert b.alpha() == pytest.approx(0.9) and b.gamma() == 4
+    b.start_question()  # a new question starts from the prior again
+    assert b.alpha() == pytest.approx(0.6) and b.gamma() == 2
+    assert duodec.Budget("fixed", 7, {1: 1e-9}, {1: 2.0, 2: 3.0}).gamma() == 7
+
+
+def test_depths_by_hand():
+    steps = {1: 0.001, 2: 0.0015, 4: 0.002, 8: 0.004}
+    split = duodec.Budget("fixed", 12, steps, {1: 1.0, 2: 2.0}, "split").depths(12)
+    assert split == {1: 12, 2: 6, 3: 4, 4: 3, 5: 2, 6: 2, 7: 1, 8: 1}
+    full = duodec.Budget("fixed", 12, steps, {1: 1.0, 2: 2.0}, "full").depths(12)
+    assert full[1] == 12 and full[2] == 8 and full[4] == 6 and full[8] == 3  # 12 steps of k = 1 in the same time
+
+
+def test_theta_rule_drafts_several_sequences_when_unsure(tiny_vocab):
+    """A draft with soft distributions (16 tokens): the second-ranked first token often beats
+    theta = p(1st) * p(2nd), so the automatic rule drafts k > 1 sequences without being forced."""
+    drafter = duodec.Drafter(Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=256))
+    ks = [len(drafter.run([1] + [3 + (i * 5 + j) % 12 for j in range(3)], 6, 8)) for i in range(12)]
+    assert max(ks) > 1, ks
+
+
+@pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4"), dict()], ids=["k=3 forced", "automatic"])
+def test_sampling_over_pipelined_rounds(tiny_vocab, variant):
+    """Sampled outputs of 8 tokens, many rounds each (pre- and post-verify, catch-up), follow AR's
+    distribution at every position."""
+    target = Target(tiny_vocab["target"])
+    fwd = duodec.make(args(**variant), target, Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=512))
+    try:
+        prompt, gen, outs, ks, rounds = [1, 5, 6], torch.Generator().manual_seed(3), [], {}, 0
+        for _ in range(1500):
+            g = fwd(prompt, 8, Sampling(1.0), gen)
+            outs.append(g.token_ids)
+            rounds += g.decoding_steps
+            for k, v in g.stats["k_hist"].items():
+                ks[k] = ks.get(k, 0) + v
+        assert rounds > 2 * len(outs) and any(int(k) > 1 for k in ks), (rounds, ks)
+        pval, n = pit_pvalue(target, prompt, outs, 8)
+        print(f"duodec {variant}: {n} tokens, k {ks}, PIT chi-square p = {pval:.3f}")
+        assert n > 5000 and pval > 0.01
+    finally:
+        fwd.close()
