@@ -197,7 +197,8 @@ def test_theta_rule_drafts_several_sequences_when_unsure(tiny_vocab):
     assert max(ks) > 1, ks
 
 
-@pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4"), dict()], ids=["k=3 forced", "automatic"])
+@pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4"), dict(gamma="4", catch_up=0)],
+                         ids=["k=3 forced", "theta rule"])
 def test_sampling_over_pipelined_rounds(tiny_vocab, variant):
     """Sampled outputs of 8 tokens, many rounds each (pre- and post-verify, catch-up), follow AR's
     distribution at every position."""

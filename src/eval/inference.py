@@ -308,7 +308,6 @@ def main(argv=None):
 def run_inference(args, method, questions):
     target = load_target(args.target, args.device, args.target_threads, args.device_map)
     template = args.template or target.template
-    check_questions(questions, target.tokenizer, template, args.max_new_tokens, target.max_length)
     draft = load_draft(method, args.method, args.draft, target, args.draft_threads, args.draft_repack)
     forward = method.make(args, target, draft)
     model_id = args.model_id or f"{args.method}-{target.path.name}"
