@@ -17,7 +17,7 @@ from src.argtypes import Parser, positive
 from src.eval import answers
 from src.eval.cli import run_cli
 from src.eval.host import host_tag, machine
-from src.eval.inference import Run, add_common_args, run_eval, run_settings
+from src.eval.inference import Run, add_common_args, close_run, run_eval, run_settings
 from src.eval.report import print_beside, write_report
 from src.eval.questions import BENCHES, questions_for
 from src.eval.speed import compare, table
@@ -90,7 +90,7 @@ def run_folder(args, host):
 
 def make_runs(names, args, target, folder):
     drafts = {"hf": args.hf_draft, "gguf": args.gguf_draft}
-    runs = []
+    runs, loaded = [], []
     for name in names:
         method, kind, flags = VARIANTS[name]
         module, margs = method_args(method, flags)
@@ -103,8 +103,9 @@ def make_runs(names, args, target, folder):
                   **{k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")},
                   "method_flags": vars(margs)}
         runs.append(Run(name, forward, folder / f"{name}.jsonl", settings, config))
+        loaded.append(draft)
         print(f"{name}: {json.dumps(settings)}", flush=True)
-    return runs
+    return runs, loaded
 
 
 def main(argv=None):
@@ -128,7 +129,7 @@ def main(argv=None):
 
 def measure(args, names, folder, host, questions, started):
     target = load_target(args.target, args.device, args.target_threads, args.device_map)
-    runs = make_runs(names, args, target, folder)
+    runs, drafts = make_runs(names, args, target, folder)
     (folder / "machine.json").write_text(json.dumps(host, indent=1) + "\n")
     try:
         run_eval(runs, questions, target.tokenizer, template=target.template, max_new_tokens=args.max_new_tokens,
@@ -137,9 +138,8 @@ def measure(args, names, folder, host, questions, started):
                  deadline=started + args.time_budget if args.time_budget else None,
                  force_resume=args.force_resume, repair=args.repair)
     finally:
-        for run in runs:
-            if hasattr(run.forward, "close"):
-                run.forward.close()
+        for run, draft in zip(runs, drafts):
+            close_run(run.forward, draft)
 
 
 def summarise(folder, names, args, host, n_questions):

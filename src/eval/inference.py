@@ -323,10 +323,17 @@ def run_inference(args, method, questions):
                      max_length=target.max_length, device=target.device, warmup=args.warmup,
                      force_resume=args.force_resume, repair=args.repair)
     finally:
-        close = getattr(forward, "close", None)
-        if close:
-            close()
+        close_run(forward, draft)
     print(f"{n} answers written to {args.answer_file}")
+
+
+def close_run(forward, draft):
+    """Stop the method's workers, then free a llama.cpp draft now rather than in the interpreter's
+    teardown, where freeing it beside other libraries' threads has aborted the process."""
+    if hasattr(forward, "close"):
+        forward.close()
+    if hasattr(draft, "close"):
+        draft.close()
 
 
 if __name__ == "__main__":

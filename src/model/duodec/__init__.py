@@ -1,0 +1,103 @@
+"""DuoDecoding (arXiv 2503.00784): a llama.cpp draft on the CPU drafts while the target verifies.
+
+    drafter.py  the multi-sequence rule (theta) and the drafter: k greedy sequences in one llama_decode a step
+    worker.py   where the drafter runs: a thread or its own process, one dispatch loop for both
+    policy.py   how much to draft: gamma by a fixed value, the paper's time balance or the acceptance
+    loop.py     the rounds: verify the pending draft while the next is drafted, then extend
+
+Dynamic multi-sequence drafting: theta = p(1st top-1) * p(2nd top-1); every other first-position token
+with p > theta (up to --max-seqs) starts its own sequence.
+"""
+import numpy as np
+
+from src.argtypes import gamma_or_auto, non_negative, ranged
+from src.model.base import median_seconds
+from src.model.duodec.drafter import Drafter, choose_first_tokens  # noqa: F401
+from src.model.duodec.loop import flatten, generate  # noqa: F401
+from src.model.duodec.policy import Budget, balance_gamma  # noqa: F401
+from src.model.duodec.worker import WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker  # noqa: F401
+
+DRAFT = "gguf"
+
+
+def add_args(ap):
+    ap.add_argument("--gamma", type=gamma_or_auto, default="auto",
+                    help="draft tokens per round: 'auto' (from the measured speeds, see --gamma-rule) or N")
+    ap.add_argument("--max-seqs", type=ranged(int, 1, 8), default=8, help="duodec: most draft sequences per round")
+    ap.add_argument("--no-multiseq", action="store_true", help="duodec: one sequence (PEARL with a CPU draft)")
+    ap.add_argument("--seq-budget", choices=["split", "full"], default="split",
+                    help="duodec: k sequences share gamma (upstream) or each gets the depth that fits the "
+                         "same wall time")
+    ap.add_argument("--worker", choices=["thread", "process"], default="thread", help="duodec: draft worker")
+    ap.add_argument("--catch-up", type=non_negative, default=4,
+                    help="duodec: after a rejection, wait for this many draft tokens before the next target "
+                         "forward (0: upstream's pre-verify round, which verifies one token)")
+    ap.add_argument("--verify", choices=["first", "tree"], default="first",
+                    help="duodec: after a rejection, draft one sequence for the catch-up forward (first: the "
+                         "other sequences are judged by their first token only, upstream's scheme) or k "
+                         "sequences verified together as a tree in that forward")
+    ap.add_argument("--gamma-rule", choices=["acceptance", "time"], default="acceptance",
+                    help="duodec, with --gamma auto: maximise expected tokens per second given the acceptance "
+                         "measured so far, or balance drafting and verification time (the paper's rule)")
+    ap.add_argument("--force-seqs", type=ranged(int, 0, 8), default=0,
+                    help="duodec: always draft this many sequences (the top first tokens); for ablations and tests")
+
+
+def measure(target, draft, max_seqs, context_len=64):
+    """Per-step time of the draft with k = 1..max_seqs sequences, and the target's forward time for
+    n new tokens, on a context of `context_len` tokens."""
+    ctx = [int(t) for t in np.random.default_rng(0).integers(3, min(draft.n_vocab, len(target.tokenizer)),
+                                                               context_len)]
+    drafter = Drafter(draft)
+    drafter.reset()
+    draft_step = {}
+    for k in sorted({1, 2, 4, max_seqs}):
+        if k > max_seqs:
+            continue
+        drafter.sync(ctx)
+        for s in range(1, k):
+            draft.fork(0, s, len(ctx))
+
+        def step(k=k):
+            draft.decode([(5, s, True) for s in range(k)])
+            for s in range(k):
+                draft.rollback(len(ctx), s)
+        draft_step[k] = median_seconds(step, 9)
+        drafter.branches = [list(ctx)]
+    drafter.reset()
+    target_fwd = {}
+    target.reset()
+    target.forward(ctx)
+    for n in (1, 4, 8, 16, 32, 64):
+        def fwd(n=n):
+            target.forward(ctx[:n] if n <= len(ctx) else (ctx * 2)[:n])
+            target.sync()  # on a GPU, time the kernels, not their launch
+            target.rollback(len(ctx))
+        fwd()
+        target_fwd[n] = median_seconds(fwd, 9)
+    target.reset()
+    return draft_step, target_fwd
+
+
+def make(args, target, draft):
+    max_seqs = 1 if args.no_multiseq else min(max(args.max_seqs, args.force_seqs), draft.n_seq)
+    draft_step, target_fwd = measure(target, draft, max_seqs)
+    auto = args.gamma in (None, "auto")
+    budget = Budget(args.gamma_rule if auto else "fixed", None if auto else int(args.gamma), draft_step, target_fwd,
+                    args.seq_budget)
+    worker = (ProcessWorker if args.worker == "process" else ThreadWorker)(draft)
+
+    def forward(prompt_ids, max_new_tokens, sampling, gen):
+        return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, max_seqs,
+                        args.force_seqs, args.catch_up, args.verify == "tree")
+
+    forward.close = worker.close
+    forward.worker = worker
+    forward.settings = {
+        "gamma": "auto" if auto else int(args.gamma), "gamma_rule": budget.rule,
+        "time_balance_gamma": budget.time_gamma,
+        "catch_up": args.catch_up, "verify": args.verify, "max_seqs": max_seqs, "seq_budget": args.seq_budget,
+        "worker": args.worker, "force_seqs": args.force_seqs,
+        "draft_step_ms": {k: round(v * 1e3, 4) for k, v in draft_step.items()},
+        "target_forward_ms": {n: round(v * 1e3, 4) for n, v in target_fwd.items()}}
+    return forward

@@ -1,0 +1,75 @@
+"""The draft side of DuoDecoding: the multi-sequence rule, and a drafter that drafts k greedy sequences
+in one `llama_decode` per step (unified KV cache, sequence ids), not one after another."""
+import numpy as np
+from scipy.special import softmax
+
+from src.model.base import common_prefix
+
+
+def choose_first_tokens(p_first, p_second_top1, max_seqs):
+    """First tokens of the draft sequences: the top-1, plus each next-ranked token whose probability
+    beats theta = p(1st top-1) * p(2nd top-1), up to max_seqs in all."""
+    order = np.argsort(-p_first, kind="stable")[:max_seqs]
+    theta = p_first[order[0]] * p_second_top1
+    firsts = [int(order[0])]
+    for t in order[1:]:
+        if p_first[t] <= theta:
+            break
+        firsts.append(int(t))
+    return firsts
+
+
+class Drafter:
+    """Owns a llama.cpp `Draft` and the tokens each of its sequences holds; drafts k greedy sequences."""
+
+    def __init__(self, draft):
+        self.draft, self.branches = draft, [[]]
+
+    def reset(self):
+        self.draft.clear()
+        self.branches = [[]]
+
+    def sync(self, context):
+        """Keep the branch that shares most with `context` as sequence 0, feed the rest of the context,
+        and return the logits after its last token."""
+        best = max(range(len(self.branches)), key=lambda s: common_prefix(self.branches[s], context))
+        keep = min(common_prefix(self.branches[best], context), len(context) - 1)
+        self.draft.keep_only(best)
+        self.draft.rollback(keep)
+        self.branches = [list(context)]
+        return self.draft.eval(context[keep:])
+
+    def first_tokens(self, logits, depth, max_seqs, force_k):
+        """The sequences' first tokens, and the logits after the top-1 when the theta rule needed them."""
+        p1 = softmax(logits)
+        if force_k > 1:
+            return [int(t) for t in np.argsort(-p1, kind="stable")[:force_k]], None
+        if max_seqs > 1 and depth > 1:
+            second = self.draft.eval([int(p1.argmax())])  # theta needs it; it is also sequence 0's next step
+            return choose_first_tokens(p1, float(softmax(second).max()), max_seqs), second
+        return [int(p1.argmax())], None
+
+    def run(self, context, depth, max_seqs, depths=None, cancel=None, force_k=0):
+        """Draft sequences continuing `context`, `depths[k]` tokens each when k sequences are drafted (at
+        most `depth`); force_k > 0 skips the theta rule and drafts from the force_k most likely first
+        tokens. A set `cancel` event cuts the drafting short."""
+        logits = self.sync(context)
+        if depth <= 0:
+            return [[]]
+        firsts, second = self.first_tokens(logits, depth, max_seqs, force_k)
+        k = len(firsts)
+        n = max(1, min(depth, depths.get(k, depths[max(depths)])) if depths else depth)
+        seqs = [[t] for t in firsts]
+        for s in range(1, k):  # branch with sequence ops, not state copies
+            self.draft.fork(0, s, len(context))
+        if n > 1:  # decode every sequence's first token (sequence 0's may already be done)
+            rows = [(seqs[s][0], s, True) for s in range(k) if s > 0 or second is None]
+            last = ([second] if second is not None else []) + list(self.draft.decode(rows))
+        for _ in range(n - 1):
+            for s in range(k):
+                seqs[s].append(int(np.argmax(last[s])))
+            if len(seqs[0]) == n or (cancel is not None and cancel.is_set()):
+                break
+            last = list(self.draft.decode([(seqs[s][-1], s, True) for s in range(k)]))
+        self.branches = [(list(context) + seqs[s])[:self.draft.lengths[s]] for s in range(k)]
+        return seqs

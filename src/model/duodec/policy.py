@@ -1,0 +1,64 @@
+"""How much DuoDecoding drafts: gamma per round, by one of three rules, and each sequence's depth when k
+sequences share a round. Pure arithmetic on measured times and counted acceptances."""
+import numpy as np
+
+
+def balance_gamma(draft_step, target_fwd, cap=64):
+    """The paper's rule: the smallest gamma whose drafting time covers one target forward over gamma tokens."""
+    ns = sorted(target_fwd)
+    t_fwd = lambda n: float(np.interp(n, ns, [target_fwd[x] for x in ns]))
+    for g in range(1, cap + 1):
+        if g * draft_step[1] >= t_fwd(g):
+            return g
+    return cap
+
+
+PRIOR_ACCEPTANCE, PRIOR_TOKENS = 0.6, 20
+
+
+class Budget:
+    """Draft tokens per round (gamma), and each sequence's depth when k sequences share a round.
+
+    fixed: --gamma N. time: balance_gamma. acceptance: the gamma that maximises the expected tokens per
+    round, (1 - a^g) / (1 - a) for acceptance a, over the round's time max(T_target(g), g * t_draft),
+    with a the share of draft tokens accepted so far in the question (from a prior of 0.6 over 20 tokens) and
+    T_target a straight line fitted to the measured forward times.
+    """
+
+    def __init__(self, rule, fixed, draft_step, target_fwd, seq_budget="split", cap=64):
+        self.rule, self.fixed, self.cap, self.seq_budget = rule, fixed, cap, seq_budget
+        self.draft_step = draft_step
+        ns = np.array(sorted(target_fwd), dtype=float)
+        self.slope, self.base = np.polyfit(ns, [target_fwd[int(n)] for n in ns], 1)
+        self.time_gamma = balance_gamma(draft_step, target_fwd, cap)
+        self.start_question()
+
+    def start_question(self):
+        """Each question learns its own acceptance from the prior: its gamma then depends on it alone, not
+        on the questions (and warm-up) before it or on the order methods take turns in."""
+        self.accepted, self.verified = PRIOR_ACCEPTANCE * PRIOR_TOKENS, float(PRIOR_TOKENS)
+
+    def alpha(self):
+        return min(self.accepted / self.verified, 0.99)
+
+    def record(self, accepted, verified):
+        self.accepted += accepted
+        self.verified += verified
+
+    def gamma(self):
+        if self.rule == "fixed":
+            return self.fixed
+        if self.rule == "time":
+            return self.time_gamma
+        a, t_d = self.alpha(), self.draft_step[1]
+        rate = lambda g: (1 - a ** g) / (1 - a) / max(self.base + self.slope * g, g * t_d)
+        return max(range(1, self.cap + 1), key=rate)
+
+    def depths(self, gamma):
+        """Each sequence's length for k = 1..max sequences: gamma split k ways (upstream), or as deep
+        as the measured cost of k sequences per step allows in gamma single-sequence steps."""
+        ks = sorted(self.draft_step)
+        step = lambda k: float(np.interp(k, ks, [self.draft_step[x] for x in ks]))
+        if self.seq_budget == "split":
+            return {k: max(1, gamma // k) for k in range(1, max(ks) + 1)}
+        return {k: max(1, int(gamma * self.draft_step[1] / step(k))) for k in range(1, max(ks) + 1)}

@@ -1,0 +1,140 @@
+"""Where the drafter runs while the target verifies: a thread (llama_decode releases the GIL) or its own
+process (no GIL shared with the target's thread). One dispatch loop and one way of waiting serve both."""
+import multiprocessing as mp
+import queue
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+from src.model.duodec.drafter import Drafter
+
+WORKER_TIMEOUT = 5.0
+
+
+@dataclass
+class DraftJob:
+    """Draft sequences continuing `context`: see `Drafter.run`."""
+    context: list
+    depth: int
+    max_seqs: int
+    depths: dict = None
+    force_k: int = 0
+
+    def run(self, drafter, cancel):
+        return drafter.run(self.context, self.depth, self.max_seqs, self.depths, cancel, self.force_k)
+
+
+def serve(drafter, next_job, send, cancel):
+    """The worker's loop, for both transports: run each job until None, answer ("ok", result, seconds)
+    or ("error", traceback, 0), and keep serving."""
+    while (job := next_job()) is not None:
+        t0 = time.perf_counter()
+        try:
+            send(("ok", job.run(drafter, cancel), time.perf_counter() - t0))
+        except Exception:  # noqa: BLE001 - reported to the caller, who raises it
+            send(("error", traceback.format_exc(), 0.0))
+
+
+def wait_for(ready, fetch, alive, died, timeout):
+    """The worker's answer within `timeout` seconds; a dead worker is an error within 50 ms."""
+    deadline = time.perf_counter() + timeout
+    while not ready(0.05):
+        if not alive():
+            raise died()
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the draft worker gave no answer in {timeout:.0f} s")
+    status, out, secs = fetch()
+    if status == "error":
+        raise RuntimeError(f"the draft worker failed:\n{out}")
+    return out, secs
+
+
+class ThreadWorker:
+    """The drafter in a thread of the target's process."""
+
+    def __init__(self, draft):
+        self.jobs, self.results, self.cancel = queue.Queue(), queue.Queue(), threading.Event()
+        self.thread = threading.Thread(target=serve, daemon=True,
+                                       args=(Drafter(draft), self.jobs.get, self.results.put, self.cancel))
+        self.thread.start()
+        self._answer = None
+
+    def submit(self, job):
+        self.cancel.clear()
+        self.jobs.put(job)
+
+    def stop_early(self):
+        self.cancel.set()
+
+    def _ready(self, timeout):
+        try:
+            self._answer = self.results.get(timeout=timeout)
+            return True
+        except queue.Empty:
+            return False
+
+    def result(self, timeout=WORKER_TIMEOUT):
+        return wait_for(self._ready, lambda: self._answer, self.thread.is_alive,
+                        lambda: RuntimeError("the draft worker thread died"), timeout)
+
+    def close(self):
+        """Stop the thread and wait for it, so that nothing is left inside llama.cpp when the draft is freed."""
+        self.jobs.put(None)
+        self.thread.join(WORKER_TIMEOUT)
+
+
+def _process_main(path, threads, n_ctx, n_seq, repack, conn, cancel):
+    from src.backends.draft import Draft
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report, once
+    drafter = Drafter(Draft(path, threads=threads, n_ctx=n_ctx, n_seq=n_seq, repack=repack))
+    conn.send(("ready", None, 0.0))
+    serve(drafter, conn.recv, conn.send, cancel)
+
+
+class ProcessWorker:
+    """The drafter in its own process, fed over a pipe; it loads the same GGUF with the same settings."""
+
+    def __init__(self, draft):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.cancel = ctx.Event()
+        self.proc = ctx.Process(target=_process_main, daemon=True,
+                                args=(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, draft.repack_mode, child,
+                                      self.cancel))
+        self.proc.start()
+        self.result(60.0)  # loading the model
+
+    def died(self):
+        """The worker's end, read after join (exitcode is None until then)."""
+        self.proc.join(1)
+        code = self.proc.exitcode
+        how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        return RuntimeError(f"the draft worker process died ({how})")
+
+    def submit(self, job):
+        self.cancel.clear()
+        try:
+            self.conn.send(job)
+        except OSError:
+            raise self.died() from None
+
+    def stop_early(self):
+        self.cancel.set()
+
+    def result(self, timeout=WORKER_TIMEOUT):
+        try:
+            return wait_for(self.conn.poll, self.conn.recv, self.proc.is_alive, self.died, timeout)
+        except (EOFError, OSError):
+            raise self.died() from None
+
+    def close(self):
+        if self.proc.is_alive():
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.proc.join(2)
+            if self.proc.is_alive():
+                self.proc.kill()
