@@ -113,8 +113,9 @@ def test_cli_clear_errors(tmp_path):
         assert p.returncode != 0
         return p.stderr.strip().splitlines()[-1]
     q = write_jsonl(tmp_path / "q.jsonl", QS)
-    assert "src/utils.py" in run("--target", "llama-2-7b", "--question-file", str(q), "--answer-file", "x")
-    assert "--method must be one of" in run("--method", "lookahead", "--question-file", str(q), "--answer-file", "x")
+    out = str(tmp_path / "x")
+    assert "src/utils.py" in run("--target", "llama-2-7b", "--question-file", str(q), "--answer-file", out)
+    assert "--method must be one of" in run("--method", "lookahead", "--question-file", str(q), "--answer-file", out)
 
 
 def test_speed_formula_on_hand_made_files(tmp_path):
