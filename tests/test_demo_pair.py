@@ -1,5 +1,4 @@
 """The demo pair: the trainer works end to end (in miniature), and the shipped pair is sound."""
-import numpy as np
 
 from src.backends.draft import Draft, check_vocab
 from src.backends.target import Target

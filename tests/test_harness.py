@@ -11,7 +11,6 @@ from src.eval.prompts import PromptError, build_prompt
 from src.eval.questions import QuestionFileError, load_questions, questions_for
 from src.eval.speed import compare, main as speed_main
 from src.model.autoregressive import generate
-from src.model.base import Sampling
 from tests.conftest import ROOT, SHARED, write_jsonl
 
 QS = [{"question_id": i, "category": "code", "turns": [f"def f{i}(x):\n"]} for i in range(1, 6)]

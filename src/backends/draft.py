@@ -51,6 +51,7 @@ def ggml():
     return lib
 
 
+@functools.cache  # the host's CPU and llama.cpp build do not change in a process
 def extra_buffer_types():
     """Names of the CPU backend's extra buffer types on this host, in llama.cpp's order of preference,
     e.g. ['AMX', 'CPU_REPACK']: where quantized weights go when `use_extra_bufts` is on."""

@@ -8,7 +8,6 @@ to SpS; DuoDecoding's gamma, k histogram, idle shares, pipeline bound and effici
 import argparse
 import json
 import statistics
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -159,7 +158,6 @@ def write_report(folder, references=(), allow_partial=False):
     methods = [m for m in runs if m != "ar"]
     results = {m: compare(runs[m], runs["ar"], allow_partial, (str(folder / f"{m}.jsonl"), str(folder / "ar.jsonl")))
                for m in methods}
-    sps_ttft = results.get("sps", {})
     cats = list(next(iter(results.values())).keys()) if results else []
     lines = [f"# Report: {folder}", "", f"Machine: {describe(machine_of(folder))}", ""]
     lines += setup(runs)
