@@ -43,7 +43,7 @@ mkdir -p "$twins"
   --stdlib-train --out data/rest/demo.idx
 [ -f "$twins/draft-$draft_shape.gguf" ] || "$py" -m src.tools.make_twin demo-draft "$twins/draft-$draft_shape" \
   --shape "$draft_shape" --gguf q5_k_m
-methods=ar,sps,sps-gguf,pld,rest,duodec,duodec-k1,duodec-tree,duodec-process
+methods=ar,sps,sps-gguf,pld,rest,duodec,duodec-paper,duodec-theta,duodec-thread
 where=(--out "$out")
 ls "$out"/*.jsonl >/dev/null 2>&1 && where=(--resume "$out")   # a rerun continues the first run
 "$py" -m src.eval.compare --bench demo --methods "$methods" --limit "$limit" --max-new-tokens "$tokens" \

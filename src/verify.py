@@ -1,7 +1,9 @@
 """Verification and sampling math shared by every method: pure functions on probability tensors.
 
-Greedy decoding is the special case temperature = 0, where `logits_to_probs` returns one-hot rows;
-every rule below then accepts exactly the tokens that equal the target's argmax.
+Greedy decoding is the special case temperature = 0. There `distributions` gives each row as its
+certain token, an int, which every rule below treats as the one-hot row on it (tested against the
+one-hot rows themselves): it then accepts exactly the tokens that equal the target's argmax, with no
+tensor built or walked per token.
 """
 import torch
 
@@ -25,7 +27,16 @@ def logits_to_probs(logits, temperature=0.0, top_k=0, top_p=1.0):
     return probs
 
 
+def distributions(logits, temperature=0.0, top_k=0, top_p=1.0):
+    """The rows the rules below take: probability rows, or under greedy decoding each row's argmax."""
+    if temperature <= 0:
+        return logits.argmax(-1).tolist()
+    return logits_to_probs(logits, temperature, top_k, top_p)
+
+
 def sample(probs, gen=None):
+    if isinstance(probs, int):  # a certain token (greedy)
+        return probs
     return int(torch.multinomial(probs.float(), 1, generator=gen).item())
 
 
@@ -58,6 +69,8 @@ def candidate_step(p, candidates):
 
 def accept_candidates(p, candidates, gen=None):
     """Try the candidates against p; return (index of the accepted one or None, next token)."""
+    if isinstance(p, int):  # certain: the candidate equal to it, if any, is accepted
+        return (candidates.index(p) if p in candidates else None), p
     accept, residual = candidate_step(p, candidates)
     for i, a in enumerate(accept):
         if uniform(gen) < a:
@@ -70,7 +83,7 @@ def verify_chain(draft_tokens, p_rows, gen=None, q_rows=None):
     than tokens, for the bonus token). With q_rows the drafts were sampled from q (rejection rule);
     without, they are deterministic candidates. Returns (number accepted, next token)."""
     for i, tok in enumerate(draft_tokens):
-        if q_rows is None:
+        if q_rows is None or isinstance(p_rows[i], int):  # greedy: a drafted token is as good as a chosen one
             hit, nxt = accept_candidates(p_rows[i], [tok], gen)
             if hit is None:
                 return i, nxt

@@ -10,17 +10,16 @@ import torch
 
 from src.backends.draft import Draft
 from src.backends.target import Target
-from src.model import duodec
+from src.model import duodec, method_args
 from src.model.base import Sampling
 from tests.lossless import PROMPTS, chi_square, exact_first_tokens, greedy_mismatches, pit_pvalue, \
     sample_first_tokens
 
 
 def args(**kw):
-    base = dict(gamma=None, max_seqs=8, no_multiseq=False, seq_budget="split", worker="thread", force_seqs=0,
-                gamma_rule="acceptance", catch_up=4, verify="first")
-    base.update(kw)
-    return argparse.Namespace(**base)
+    """The method's defaults (its own parser), with a thread worker unless a test asks otherwise."""
+    base = vars(method_args("duodec")[1]) | {"worker": "thread"}
+    return argparse.Namespace(**(base | kw))
 
 
 def test_choose_first_tokens_on_hand_made_probabilities():
@@ -37,16 +36,21 @@ def test_choose_first_tokens_on_hand_made_probabilities():
 def test_batched_sequences_match_drafting_each_alone(tiny):
     path = str(tiny["draft"]) + ".gguf"
     ctx = Target(tiny["draft"]).tokenizer(PROMPTS[0] + PROMPTS[1])["input_ids"]
-    together = duodec.Drafter(Draft(path, n_ctx=256)).run(ctx, 6, 8, force_k=4)
-    assert len(together) == 4 and all(len(s) == 6 for s in together)
+    branch_at = [(len(ctx) - 3, 7), (len(ctx) - 1, 9)]  # runner-up tokens put at earlier positions
+    drafts = duodec.Drafter(Draft(path, n_ctx=256)).run(ctx, 6, 8, force_k=4, branch_at=branch_at)
+    assert drafts.k == 4 and len(drafts.seqs) == 6 and all(len(s) == 6 for s in drafts.seqs)
+    assert drafts.starts == [len(ctx)] * 4 + [pos for pos, _ in branch_at]
     alone_draft = Draft(path, n_ctx=256, n_seq=1)
-    for seq in together:  # the same first token, then greedy, one sequence at a time
+    for start, seq, odds in zip(drafts.starts, drafts.seqs, drafts.odds):
+        # the same first token, then greedy, one sequence at a time
         alone_draft.clear()
-        alone_draft.eval(ctx)
+        alone_draft.eval(ctx[:start])
         got = [seq[0]]
         logits = alone_draft.eval([seq[0]])
-        for _ in range(5):
+        for i in range(5):
             got.append(int(np.argmax(logits)))
+            top, p_top, alt, p_alt = duodec.top_two(logits)[0]
+            assert odds[i + 1][0] == pytest.approx(p_top, abs=1e-5) and odds[i + 1][1] == alt
             logits = alone_draft.eval([got[-1]])
         assert got == seq
 
@@ -54,11 +58,14 @@ def test_batched_sequences_match_drafting_each_alone(tiny):
 @pytest.mark.parametrize("variant", [
     dict(no_multiseq=True, gamma="4"),         # k forced to 1 (PEARL with a CPU draft)
     dict(force_seqs=3, gamma="6"),             # k forced to 3
-    dict(),                                    # the automatic rule, auto gamma
+    dict(),                                    # the defaults
+    dict(max_seqs=8),                          # the automatic theta rule, auto gamma
     dict(seq_budget="full", gamma="5", catch_up=0),
     dict(gamma_rule="time", catch_up=2),
     dict(verify="tree", force_seqs=3, gamma="9"),  # catch-up sequences verified as a tree
-    dict(verify="tree"),
+    dict(verify="tree", max_seqs=8),
+    dict(branches=0, lookup_ngram=0),          # neither branches nor free candidates
+    dict(branches=4, lookup_ngram=0, worker="process", pin_cores=True),
 ])
 def test_greedy_identical_to_ar(tiny, variant):
     target = Target(tiny["target"])
@@ -100,6 +107,23 @@ def test_reaches_eos(tiny_vocab):
         outs = [fwd(p, 30, Sampling(), None) for p in prompts]
         greedy_mismatches(target, prompts, [o.token_ids for o in outs], 30, "eos")
         assert any(o.stop == "eos" for o in outs) and any(o.stop == "length" for o in outs)
+    finally:
+        fwd.close()
+
+
+def test_branches_answer_rejections_and_stay_greedy(tiny_vocab):
+    """On the 16-token pair the draft's runner-up is often the target's choice: rejections find a branch
+    drafted from it ready (no catch-up wait), and the outputs still equal AR's."""
+    target = Target(tiny_vocab["target"])
+    fwd = duodec.make(args(gamma="6", branches=3, lookup_ngram=0, no_multiseq=True), target,
+                      Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=512))
+    try:
+        prompts = [[1] + [3 + (i * 5 + j) % 12 for j in range(1 + i % 4)] for i in range(30)]
+        outs = [fwd(p, 30, Sampling(), None) for p in prompts]
+        greedy_mismatches(target, prompts, [o.token_ids for o in outs], 30, "branches")
+        hits = sum(o.stats["branch_hits"] for o in outs)
+        print("branch hits", hits, "catch-up idle", [o.stats["catch_up_idle_share"] for o in outs][:5])
+        assert hits > 0
     finally:
         fwd.close()
 
@@ -189,32 +213,62 @@ def test_depths_by_hand():
     assert full[1] == 12 and full[2] == 8 and full[4] == 6 and full[8] == 3  # 12 steps of k = 1 in the same time
 
 
+def test_branch_points_on_hand_made_odds():
+    # (p_top, runner-up, p_runner-up) per pending token; reach: 1, 0.9, 0.45, 0.36
+    odds = [(0.9, 11, 0.05), (0.5, 12, 0.4), (0.8, 13, 0.1), duodec.drafter.NOT_TOP]
+    # weights: 0.05, 0.36, 0.045 (under the floor), none
+    assert duodec.branch_points(odds, 100, 2) == [(101, 12), (100, 11)]
+    assert duodec.branch_points(odds, 100, 1) == [(101, 12)]
+    assert duodec.branch_points(odds, 100, 0) == []
+    assert duodec.branch_points(odds, 100, 4, floor=0.01) == [(101, 12), (100, 11), (102, 13)]
+
+
+def test_continuation_picks_the_sequence_that_agrees():
+    context = [1, 2, 3, 4, 5]  # 4, 5 were pending
+    d = duodec.Drafts(seqs=[[6, 7, 8], [9, 10], [20, 21, 22]], starts=[5, 5, 3], k=2,
+                      odds=[[(1, -1, 0)] * 3, [(1, -1, 0)] * 2, [(0.5, 30, 0.3), (0.6, 31, 0.2), (0.7, 32, 0.1)]])
+    assert d.continuation(context, [1, 2, 3, 4, 5, 6])[0] == [7, 8]        # all held, top-1 accepted
+    assert d.continuation(context, [1, 2, 3, 4, 5, 9])[0] == [10]          # all held, sequence 1 accepted
+    assert d.continuation(context, [1, 2, 3, 4, 5, 11])[0] == []           # no candidate accepted
+    got = d.continuation(context, [1, 2, 3, 20])                           # 4 rejected, 20 in its place
+    assert got == ([21, 22], [(0.6, 31, 0.2), (0.7, 32, 0.1)])
+    assert d.continuation(context, [1, 2, 3, 4, 20])[0] == []              # the branch sits elsewhere
+    assert d.continuation(context, [1, 2, 9, 20])[0] == []                 # disagrees before the branch
+
+
 def test_theta_rule_drafts_several_sequences_when_unsure(tiny_vocab):
     """A draft with soft distributions (16 tokens): the second-ranked first token often beats
     theta = p(1st) * p(2nd), so the automatic rule drafts k > 1 sequences without being forced."""
     drafter = duodec.Drafter(Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=256))
-    ks = [len(drafter.run([1] + [3 + (i * 5 + j) % 12 for j in range(3)], 6, 8)) for i in range(12)]
+    ks = [drafter.run([1] + [3 + (i * 5 + j) % 12 for j in range(3)], 6, 8).k for i in range(12)]
     assert max(ks) > 1, ks
 
 
-@pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4"), dict(gamma="4", catch_up=0)],
-                         ids=["k=3 forced", "theta rule"])
+@pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4", branches=0), dict(gamma="4", catch_up=0, max_seqs=8),
+                                     dict(gamma="6", branches=3, lookup_ngram=2)],
+                         ids=["k=3 forced", "theta rule", "branches and free candidates"])
 def test_sampling_over_pipelined_rounds(tiny_vocab, variant):
-    """Sampled outputs of 8 tokens, many rounds each (pre- and post-verify, catch-up), follow AR's
-    distribution at every position."""
+    """Sampled outputs of 8 tokens, many rounds each (pre- and post-verify, catch-up, branches, looked-up
+    candidates), follow AR's distribution at every position."""
     target = Target(tiny_vocab["target"])
     fwd = duodec.make(args(**variant), target, Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=512))
     try:
-        prompt, gen, outs, ks, rounds = [1, 5, 6], torch.Generator().manual_seed(3), [], {}, 0
+        prompt, gen, outs, ks, rounds, hits, free = [1, 5, 6], torch.Generator().manual_seed(3), [], {}, 0, 0, 0
         for _ in range(1500):
             g = fwd(prompt, 8, Sampling(1.0), gen)
             outs.append(g.token_ids)
             rounds += g.decoding_steps
+            hits += g.stats["branch_hits"]
+            free += g.stats["free_rounds"]
             for k, v in g.stats["k_hist"].items():
                 ks[k] = ks.get(k, 0) + v
-        assert rounds > 2 * len(outs) and any(int(k) > 1 for k in ks), (rounds, ks)
+        assert rounds > 2 * len(outs), rounds
+        if variant.get("branches"):
+            assert hits > 30 and free > 30, (hits, free)  # corrections land on branches; n-grams recur
+        else:
+            assert any(int(k) > 1 for k in ks), ks
         pval, n = pit_pvalue(target, prompt, outs, 8)
-        print(f"duodec {variant}: {n} tokens, k {ks}, PIT chi-square p = {pval:.3f}")
+        print(f"duodec {variant}: {n} tokens, k {ks}, branch hits {hits}, free rounds {free}, PIT chi-square p = {pval:.3f}")
         assert n > 5000 and pval > 0.01
     finally:
         fwd.close()

@@ -2,7 +2,8 @@
 import torch
 from hypothesis import given, settings, strategies as st
 
-from src.verify import candidate_step, logits_to_probs, rejection_step, verify_chain, verify_tree
+from src.verify import (accept_candidates, candidate_step, distributions as rows_of, logits_to_probs, rejection_step,
+                        sample, verify_chain, verify_tree)
 
 V = 6
 
@@ -54,6 +55,23 @@ def test_greedy_chain_accepts_the_argmax_prefix(draft, data):
     # sampled drafts with one-hot q reduce to the same rule
     q = torch.nn.functional.one_hot(torch.tensor(draft), V).double()
     assert verify_chain(draft, p, q_rows=q) == (n, nxt)
+
+
+@given(st.lists(st.integers(0, V - 1), max_size=V + 1), st.data())
+@settings(max_examples=300, deadline=None)
+def test_greedy_rows_as_tokens_act_as_one_hot_rows(draft, data):
+    """Greedy rows given as their argmax tokens (no tensor per token) decide exactly as the one-hot rows,
+    for chains, candidate lists and trees, ties in the logits included."""
+    n_rows = len(draft) + 1
+    logits = torch.tensor(data.draw(st.lists(st.lists(st.sampled_from([-1.0, 0.0, 0.5, 2.0]), min_size=V, max_size=V),
+                                             min_size=n_rows, max_size=n_rows)))
+    one_hot, tokens = logits_to_probs(logits), rows_of(logits)
+    assert tokens == [int(t) for t in one_hot.argmax(-1)] and all(isinstance(t, int) for t in tokens)
+    assert verify_chain(draft, tokens) == verify_chain(draft, one_hot)
+    assert accept_candidates(tokens[0], draft) == accept_candidates(one_hot[0], draft)
+    assert sample(tokens[0]) == sample(one_hot[0])
+    parents = [data.draw(st.integers(-1, i - 1)) for i in range(len(draft))]
+    assert verify_tree(draft, parents, tokens[0], tokens[1:]) == verify_tree(draft, parents, one_hot[0], one_hot[1:])
 
 
 def test_greedy_tree_takes_the_argmax_path():

@@ -33,19 +33,21 @@ VARIANTS = {
     "pld": ("pld", None, []),
     "rest": ("rest", None, []),
     "duodec": ("duodec", "gguf", []),
-    # ablations
-    "duodec-k1": ("duodec", "gguf", ["--no-multiseq"]),
-    "duodec-gamma8": ("duodec", "gguf", ["--gamma", "8"]),
-    "duodec-full": ("duodec", "gguf", ["--seq-budget", "full"]),
-    "duodec-process": ("duodec", "gguf", ["--worker", "process"]),
+    # ablations: the paper's scheme, then one lever of the default undone (or an option added) at a time
+    "duodec-paper": ("duodec", "gguf", ["--max-seqs", "8", "--seq-budget", "split", "--gamma-rule", "time",
+                                        "--catch-up", "0", "--branches", "0", "--lookup-ngram", "0"]),
+    "duodec-theta": ("duodec", "gguf", ["--max-seqs", "8"]),
+    "duodec-no-branches": ("duodec", "gguf", ["--branches", "0"]),
+    "duodec-no-lookup": ("duodec", "gguf", ["--lookup-ngram", "0"]),
+    "duodec-thread": ("duodec", "gguf", ["--worker", "thread"]),
+    "duodec-no-spin": ("duodec", "gguf", ["--spin-ms", "0"]),
+    "duodec-pin": ("duodec", "gguf", ["--pin-cores"]),
     "duodec-time": ("duodec", "gguf", ["--gamma-rule", "time"]),
     "duodec-preverify": ("duodec", "gguf", ["--catch-up", "0"]),
-    "duodec-tree": ("duodec", "gguf", ["--verify", "tree"]),
-    "duodec-tree-full": ("duodec", "gguf", ["--verify", "tree", "--seq-budget", "full"]),
+    "duodec-tree": ("duodec", "gguf", ["--verify", "tree", "--max-seqs", "8"]),
 }
 MAIN = ["ar", "sps", "sps-gguf", "pld", "rest", "duodec"]
-ABLATIONS = ["duodec-k1", "duodec-gamma8", "duodec-full", "duodec-process", "duodec-time", "duodec-preverify",
-             "duodec-tree", "duodec-tree-full"]
+ABLATIONS = [name for name in VARIANTS if name.startswith("duodec-")]
 
 
 def parser():

@@ -1,6 +1,6 @@
 """Autoregressive decoding: one target forward per token. The baseline every method must match."""
 from src.model.base import Clock, finish
-from src.verify import logits_to_probs, sample
+from src.verify import distributions, sample
 
 
 def generate(target, prompt_ids, max_new_tokens, sampling, gen=None):
@@ -8,7 +8,7 @@ def generate(target, prompt_ids, max_new_tokens, sampling, gen=None):
     logits = target.prefill(prompt_ids)
     tokens = []
     while True:
-        tok = sample(logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p), gen)
+        tok = sample(distributions(logits[None], sampling.temperature, sampling.top_k, sampling.top_p)[0], gen)
         clock.first_token()
         tokens.append(tok)
         if tok == target.eos_token_id or len(tokens) >= max_new_tokens:

@@ -2,7 +2,7 @@
 import time
 from dataclasses import dataclass, field
 
-from src.verify import logits_to_probs, verify_chain, verify_tree
+from src.verify import distributions, verify_chain, verify_tree
 
 
 @dataclass
@@ -98,7 +98,7 @@ def chain_step(target, seq, drafts, sampling, gen, q_rows=None):
     distributions after seq and after each draft)."""
     unseen = len(seq) - 1 - target.length
     logits = target.forward(seq[target.length:] + drafts)[unseen:]
-    p_rows = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+    p_rows = distributions(logits, sampling.temperature, sampling.top_k, sampling.top_p)
     n, nxt = verify_chain(drafts, p_rows, gen, q_rows)
     target.rollback(len(seq) + n)
     return n, nxt, p_rows
@@ -110,7 +110,7 @@ def tree_step(target, seq, tokens, parents, sampling, gen):
     seq[-1] and after each node)."""
     # seq[-1] is the forward's root; node i sits at index i + 1
     logits = target.verify_tree([seq[-1]] + tokens, [-1] + [p + 1 if p >= 0 else 0 for p in parents])
-    probs = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+    probs = distributions(logits, sampling.temperature, sampling.top_k, sampling.top_p)
     path, nxt = verify_tree(tokens, parents, probs[0], probs[1:], gen)
     target.keep_path(len(seq) - 1, [0] + [n + 1 for n in path])
     return path, nxt, probs

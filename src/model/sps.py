@@ -6,7 +6,7 @@ import torch
 
 from src.argtypes import positive
 from src.model.base import common_prefix, speculative_loop
-from src.verify import logits_to_probs, sample
+from src.verify import distributions, sample
 
 DRAFT = "any"
 
@@ -46,16 +46,17 @@ class DraftRunner:
 
 
 def propose_sampled(runner, seq, gamma, sampling, gen):
-    """gamma tokens sampled from the draft, with the distributions they were sampled from."""
+    """gamma tokens sampled from the draft, with the distributions they were sampled from (None under
+    greedy decoding: the drafts are then deterministic candidates)."""
     logits = runner.feed(runner.sync(seq))
     tokens, q_rows = [], []
     for i in range(gamma):
-        q = logits_to_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+        q = distributions(logits[None], sampling.temperature, sampling.top_k, sampling.top_p)[0]
         tokens.append(sample(q, gen))
         q_rows.append(q)
         if i < gamma - 1:
             logits = runner.feed([tokens[-1]])
-    return tokens, torch.stack(q_rows)
+    return tokens, (None if sampling.greedy else torch.stack(q_rows))
 
 
 def make(args, target, draft):

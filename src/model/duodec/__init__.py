@@ -12,10 +12,11 @@ import numpy as np
 
 from src.argtypes import gamma_or_auto, non_negative, ranged
 from src.model.base import median_seconds
-from src.model.duodec.drafter import Drafter, choose_first_tokens  # noqa: F401
-from src.model.duodec.loop import flatten, generate  # noqa: F401
-from src.model.duodec.policy import Budget, balance_gamma  # noqa: F401
-from src.model.duodec.worker import WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker  # noqa: F401
+from src.model.duodec.drafter import Drafter, Drafts, choose_first_tokens, top_two  # noqa: F401
+from src.model.duodec.loop import Options, flatten, generate  # noqa: F401
+from src.model.duodec.policy import Budget, balance_gamma, branch_points  # noqa: F401
+from src.model.duodec.worker import (WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker, pin,  # noqa: F401
+                                     split_cores)
 
 DRAFT = "gguf"
 
@@ -23,12 +24,26 @@ DRAFT = "gguf"
 def add_args(ap):
     ap.add_argument("--gamma", type=gamma_or_auto, default="auto",
                     help="draft tokens per round: 'auto' (from the measured speeds, see --gamma-rule) or N")
-    ap.add_argument("--max-seqs", type=ranged(int, 1, 8), default=8, help="duodec: most draft sequences per round")
+    ap.add_argument("--max-seqs", type=ranged(int, 1, 8), default=1,
+                    help="duodec: most sequences the theta rule drafts when the draft is unsure of its first token "
+                         "(the paper: 8). Default 1: they are tried only when the whole pending draft holds, yet "
+                         "cost depth or step time in every round")
     ap.add_argument("--no-multiseq", action="store_true", help="duodec: one sequence (PEARL with a CPU draft)")
     ap.add_argument("--seq-budget", choices=["split", "full"], default="split",
                     help="duodec: k sequences share gamma (upstream) or each gets the depth that fits the "
                          "same wall time")
-    ap.add_argument("--worker", choices=["thread", "process"], default="thread", help="duodec: draft worker")
+    ap.add_argument("--worker", choices=["thread", "process"], default="process",
+                    help="duodec: where the draft runs. process (default): its own process, so the drafting "
+                         "loop never holds the GIL the target's Python needs between kernels; thread: in the "
+                         "target's process (no pipe)")
+    ap.add_argument("--spin-ms", type=ranged(float, 0, 1000), default=20.0,
+                    help="duodec, process worker: how long each end polls for the other's message before it "
+                         "sleeps (a wake-up costs tens of microseconds per message); 0: sleep at once")
+    ap.add_argument("--pin-cores", action="store_true",
+                    help="duodec: pin the draft to the last --draft-threads cores and the target to the rest")
+    ap.add_argument("--lookup-ngram", type=non_negative, default=3,
+                    help="duodec: with nothing pending, first try free candidates (the tokens after an earlier "
+                         "occurrence of the last N tokens) before waiting for draft tokens; 0: off")
     ap.add_argument("--catch-up", type=non_negative, default=4,
                     help="duodec: after a rejection, wait for this many draft tokens before the next target "
                          "forward (0: upstream's pre-verify round, which verifies one token)")
@@ -39,6 +54,10 @@ def add_args(ap):
     ap.add_argument("--gamma-rule", choices=["acceptance", "time"], default="acceptance",
                     help="duodec, with --gamma auto: maximise expected tokens per second given the acceptance "
                          "measured so far, or balance drafting and verification time (the paper's rule)")
+    ap.add_argument("--branches", type=ranged(int, 0, 7), default=2,
+                    help="duodec: while the target verifies, also draft from this many of the pending draft's "
+                         "unsure positions, each with the draft's runner-up token there, so that a rejection "
+                         "there finds drafts ready (0: off)")
     ap.add_argument("--force-seqs", type=ranged(int, 0, 8), default=0,
                     help="duodec: always draft this many sequences (the top first tokens); for ablations and tests")
 
@@ -85,11 +104,19 @@ def make(args, target, draft):
     auto = args.gamma in (None, "auto")
     budget = Budget(args.gamma_rule if auto else "fixed", None if auto else int(args.gamma), draft_step, target_fwd,
                     args.seq_budget)
-    worker = (ProcessWorker if args.worker == "process" else ThreadWorker)(draft)
+    options = Options(max_seqs, args.force_seqs, args.catch_up, args.verify == "tree", args.lookup_ngram, args.branches)
+    cores = split_cores(draft.threads) if args.pin_cores else None
+    if args.worker == "process":
+        worker = ProcessWorker(draft, cores and cores[1], args.spin_ms / 1e3)
+    else:
+        worker = ThreadWorker(draft, cores and cores[1])
 
     def forward(prompt_ids, max_new_tokens, sampling, gen):
-        return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, max_seqs,
-                        args.force_seqs, args.catch_up, args.verify == "tree")
+        before = pin(cores and cores[0])  # the calling thread only, and only for this call: others share it
+        try:
+            return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, options)
+        finally:
+            pin(before)
 
     forward.close = worker.close
     forward.worker = worker
@@ -97,7 +124,10 @@ def make(args, target, draft):
         "gamma": "auto" if auto else int(args.gamma), "gamma_rule": budget.rule,
         "time_balance_gamma": budget.time_gamma,
         "catch_up": args.catch_up, "verify": args.verify, "max_seqs": max_seqs, "seq_budget": args.seq_budget,
-        "worker": args.worker, "force_seqs": args.force_seqs,
+        "worker": args.worker, "spin_ms": args.spin_ms if args.worker == "process" else None,
+        "force_seqs": args.force_seqs, "lookup_ngram": args.lookup_ngram,
+        "branches": args.branches,
+        "pinned_cores": [sorted(c) for c in cores] if cores else None,
         "draft_step_ms": {k: round(v * 1e3, 4) for k, v in draft_step.items()},
         "target_forward_ms": {n: round(v * 1e3, 4) for n, v in target_fwd.items()}}
     return forward

@@ -1,5 +1,7 @@
 """The draft side of DuoDecoding: the multi-sequence rule, and a drafter that drafts k greedy sequences
 in one `llama_decode` per step (unified KV cache, sequence ids), not one after another."""
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.special import softmax
 
@@ -17,6 +19,45 @@ def choose_first_tokens(p_first, p_second_top1, max_seqs):
             break
         firsts.append(int(t))
     return firsts
+
+
+def top_two(logits):
+    """Per row: (top-1 token, its probability, runner-up token, its probability). Two argmaxes, not a sort:
+    this runs at every draft step."""
+    logits = np.atleast_2d(logits)
+    rows = np.arange(len(logits))
+    top = logits.argmax(1)
+    best = logits[rows, top]
+    rest = logits.copy()
+    rest[rows, top] = -np.inf
+    alt = rest.argmax(1)
+    z = np.exp(logits - best[:, None]).sum(1)
+    return list(zip(top.tolist(), (1.0 / z).tolist(), alt.tolist(), (np.exp(logits[rows, alt] - best) / z).tolist()))
+
+
+NOT_TOP = (1.0, -1, 0.0)  # odds of a token that was not the draft's top-1: no branch point
+
+
+@dataclass
+class Drafts:
+    """What one job drafted. seqs[s] starts at absolute position starts[s] of the job's context: the first k
+    continue the whole context (the theta rule's sequences), the rest are branches: a runner-up token put at
+    an earlier position, continued greedily. odds[s][i]: (top-1 probability, runner-up token, its probability)
+    where seqs[s][i] was chosen as the top-1 ((1, -1, 0) where it was not), for the next job's branch points."""
+    seqs: list
+    starts: list
+    k: int
+    odds: list
+
+    def continuation(self, context, verified):
+        """The drafted tokens that continue `verified` (which agrees with `context` up to where it was
+        verified): from the first sequence that agrees with it, its tokens after the end of `verified`."""
+        agree = common_prefix(context, verified)
+        for start, s, odds in zip(self.starts, self.seqs, self.odds):
+            end = len(verified) - start
+            if start <= agree and 0 < end < len(s) and s[:end] == verified[start:]:
+                return s[end:], odds[end:]
+        return [], []
 
 
 class Drafter:
@@ -49,27 +90,32 @@ class Drafter:
             return choose_first_tokens(p1, float(softmax(second).max()), max_seqs), second
         return [int(p1.argmax())], None
 
-    def run(self, context, depth, max_seqs, depths=None, cancel=None, force_k=0):
+    def run(self, context, depth, max_seqs, depths=None, cancel=None, force_k=0, branch_at=()):
         """Draft sequences continuing `context`, `depths[k]` tokens each when k sequences are drafted (at
         most `depth`); force_k > 0 skips the theta rule and drafts from the force_k most likely first
-        tokens. A set `cancel` event cuts the drafting short."""
+        tokens. `branch_at` [(position, token)]: also draft from token put at that position of the context,
+        in the same batches, while sequence slots last. A set `cancel` event cuts the drafting short."""
         logits = self.sync(context)
         if depth <= 0:
-            return [[]]
+            return Drafts([[]], [len(context)], 1, [[]])
         firsts, second = self.first_tokens(logits, depth, max_seqs, force_k)
         k = len(firsts)
+        branch_at = list(branch_at)[:self.draft.n_seq - k]
         n = max(1, min(depth, depths.get(k, depths[max(depths)])) if depths else depth)
-        seqs = [[t] for t in firsts]
-        for s in range(1, k):  # branch with sequence ops, not state copies
-            self.draft.fork(0, s, len(context))
+        seqs = [[t] for t in firsts] + [[t] for _, t in branch_at]
+        starts = [len(context)] * k + [pos for pos, _ in branch_at]
+        odds = [[top_two(logits)[0][1:]]] + [[NOT_TOP] for _ in seqs[1:]]
+        for s in range(1, len(seqs)):  # branch with sequence ops, not state copies
+            self.draft.fork(0, s, starts[s])
         if n > 1:  # decode every sequence's first token (sequence 0's may already be done)
-            rows = [(seqs[s][0], s, True) for s in range(k) if s > 0 or second is None]
+            rows = [(seqs[s][0], s, True) for s in range(len(seqs)) if s > 0 or second is None]
             last = ([second] if second is not None else []) + list(self.draft.decode(rows))
         for _ in range(n - 1):
-            for s in range(k):
-                seqs[s].append(int(np.argmax(last[s])))
+            for s, (top, p_top, alt, p_alt) in enumerate(top_two(np.stack(last))):
+                seqs[s].append(top)
+                odds[s].append((p_top, alt, p_alt))
             if len(seqs[0]) == n or (cancel is not None and cancel.is_set()):
                 break
-            last = list(self.draft.decode([(seqs[s][-1], s, True) for s in range(k)]))
-        self.branches = [(list(context) + seqs[s])[:self.draft.lengths[s]] for s in range(k)]
-        return seqs
+            last = list(self.draft.decode([(seqs[s][-1], s, True) for s in range(len(seqs))]))
+        self.branches = [(list(context[:starts[s]]) + seqs[s])[:self.draft.lengths[s]] for s in range(len(seqs))]
+        return Drafts(seqs, starts, k, odds)

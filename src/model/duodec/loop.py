@@ -7,10 +7,12 @@ the next sequences from the end of that pending draft. Then:
   - otherwise the target's own token is appended and the new drafts are dropped (pre-verify).
 Round 1 overlaps the prefill: the draft proposes one token, ready when the prompt's forward ends.
 When nothing is pending (after a rejection, a refused first token, or the prefill), the next forward
-would verify nothing new, so it first waits for --catch-up draft tokens: one sequence (--verify first),
-or k sequences verified together as a tree (--verify tree).
-Every candidate is deterministic (greedy draft tokens, top-k first tokens), so the
-deterministic-candidate rule keeps sampling exact.
+would verify nothing new. Free candidates come first: the tokens that followed the latest n-gram's
+earlier occurrence (prompt lookup) cost no draft time, so the target verifies them at once while the
+draft continues them. Without a match the target waits for --catch-up draft tokens: one sequence
+(--verify first), or k sequences verified together as a tree (--verify tree).
+Every candidate is deterministic (greedy draft tokens, top-k first tokens, looked-up tokens: functions
+of the verified tokens), so the deterministic-candidate rule keeps sampling exact.
 """
 import time
 from collections import Counter
@@ -19,7 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from src.model.base import Clock, chain_step, finish, tree_step
+from src.model.duodec.policy import branch_points
 from src.model.duodec.worker import DraftJob
+from src.model.pld import lookup
 from src.verify import accept_candidates
 
 
@@ -73,15 +77,21 @@ class RoundStats:
     verify_s: list = field(default_factory=list)  # the target's work per round after round 1
     verify_tokens: list = field(default_factory=list)
     target_idle: float = 0.0
+    catch_up_idle: float = 0.0  # the part of target_idle spent waiting for catch-up drafts
     draft_busy: float = 0.0
     tree_rounds: int = 0
+    free_rounds: int = 0
+    free_accepted: int = 0
+    branch_hits: int = 0  # rejections answered by a ready branch instead of a catch-up
     start: float = field(default_factory=time.perf_counter)
 
-    def wait(self, worker):
+    def wait(self, worker, catching_up=False):
         """The worker's sequences; the target is idle meanwhile."""
         t0 = time.perf_counter()
         seqs, drafting = worker.result()
-        self.target_idle += time.perf_counter() - t0
+        idle = time.perf_counter() - t0
+        self.target_idle += idle
+        self.catch_up_idle += idle if catching_up else 0.0
         self.draft_busy += drafting
         return seqs
 
@@ -91,42 +101,71 @@ class RoundStats:
         return {"k_hist": {str(k): v for k, v in sorted(self.ks.items())}, "gamma": round(float(np.mean(self.gammas)), 2),
                 "acceptance": round(budget.alpha(), 4), "tree_rounds": self.tree_rounds,
                 "verify_ms": mean(self.verify_s, 1e3), "verify_tokens": round(mean(self.verify_tokens), 2),
+                "free_rounds": self.free_rounds, "free_accepted": self.free_accepted, "branch_hits": self.branch_hits,
                 "target_idle_share": round(self.target_idle / wall, 4) if wall else 0.0,
+                "catch_up_idle_share": round(self.catch_up_idle / wall, 4) if wall else 0.0,
                 "draft_idle_share": round(max(0.0, 1 - self.draft_busy / wall), 4) if wall else 0.0}
 
 
-def catch_up(worker, stats, seq, room, n, budget, max_seqs, force_k, tree):
-    """With nothing pending, wait for n draft tokens so the next forward verifies more than one token:
-    one sequence, or (tree) k sequences by the theta rule."""
-    worker.submit(DraftJob(seq, min(n, room), max_seqs if tree else 1, budget.depths(n), force_k if tree else 0))
-    return stats.wait(worker)
+@dataclass
+class Options:
+    """The method's choices (see add_args): most theta-rule sequences, forced k, catch-up tokens, catch-up as
+    a tree, n-gram for free candidates, branch sequences at the pending draft's unsure positions."""
+    max_seqs: int = 1
+    force_k: int = 0
+    catch_up: int = 0
+    tree: bool = False
+    lookup_ngram: int = 0
+    branches: int = 0
 
 
-def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, max_seqs, force_k=0,
-             catch_up_tokens=0, tree=False):
+def catch_up(worker, stats, seq, room, budget, opt):
+    """With nothing pending, wait for draft tokens so the next forward verifies more than one token: one
+    sequence, or (tree) k sequences by the theta rule."""
+    n = min(opt.catch_up, room)
+    worker.submit(DraftJob(seq, n, opt.max_seqs if opt.tree else 1, budget.depths(n), opt.force_k if opt.tree else 0))
+    return stats.wait(worker, catching_up=True)
+
+
+def free_candidates(seq, n, ngram):
+    """Up to n tokens that cost no draft time: what followed the first earlier occurrence of the last `ngram`
+    tokens. Only whole n-gram matches: shorter ones (PLD backs off to them) are right too rarely to be
+    worth a forward ahead of the draft's tokens."""
+    return lookup(seq, ngram, ngram, n) if ngram and n > 0 else []
+
+
+def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, opt):
     clock, stats = Clock(), RoundStats()
     target.reset()
     budget.start_question()
     eos = target.eos_token_id
-    seq, pending, new, accepts = list(prompt_ids), [], [], []
+    seq, new, accepts = list(prompt_ids), [], []
+    pending, odds = [], []  # draft tokens to verify next, and the draft's odds for each
     first_round = True
     while len(new) < max_new_tokens and eos not in new:
         room = max_new_tokens - len(new) - 1
-        caught = None
-        if catch_up_tokens and not pending and not first_round and room > 0:
-            caught = catch_up(worker, stats, seq, room, catch_up_tokens, budget, max_seqs, force_k, tree)
-            pending = caught[0]
-        room -= len(pending)
         gamma = budget.gamma()
         stats.gammas.append(gamma)
+        caught, free = None, []
+        if not pending and room > 0:
+            free = pending = free_candidates(seq, min(gamma, room), opt.lookup_ngram)
+            odds = []
+            stats.free_rounds += bool(free)
+        if opt.catch_up and not pending and not first_round and room > 0:
+            caught = catch_up(worker, stats, seq, room, budget, opt)
+            pending, odds = caught.seqs[0], caught.odds[0]
+        room -= len(pending)
         depth = 1 if first_round else min(gamma, room)
-        # the draft continues the pending draft (sequence 0 of a tree) while the target verifies it
-        worker.submit(DraftJob(seq + pending, depth, max_seqs if depth > 1 else 1, budget.depths(gamma), force_k))
+        # the draft continues the pending draft (sequence 0 of a tree) while the target verifies it, and
+        # branches where the pending draft is likeliest to fail
+        context = seq + pending
+        worker.submit(DraftJob(context, depth, opt.max_seqs if depth > 1 else 1, budget.depths(gamma), opt.force_k,
+                               branch_points(odds, len(seq), opt.branches) if depth > 1 else []))
         t_verify = time.perf_counter()
-        if caught is not None and len(caught) > 1:
+        if caught is not None and caught.k > 1:
             stats.tree_rounds += 1
-            stats.ks[len(caught)] += 1
-            v = check_tree(target, seq, caught, sampling, gen)
+            stats.ks[caught.k] += 1
+            v = check_tree(target, seq, caught.seqs[:caught.k], sampling, gen)
         else:
             v = check_chain(target, seq, pending, sampling, gen)
         if not first_round:
@@ -135,20 +174,25 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
             stats.verify_tokens.append(v.fed)
         if not v.held:
             worker.stop_early()  # its drafts continue a rejected token: cut them short
-        seqs = stats.wait(worker)
+        drafts = stats.wait(worker)
         first_round = False
         gained, nxt = v.gained, v.nxt
-        budget.record(len(gained), len(gained) + (not v.at_leaf))  # tokens tested: the accepted, then a rejection
-        pending = []
-        if v.held and seqs[0]:
+        if free:  # looked-up tokens say nothing of the draft's acceptance
+            stats.free_accepted += len(gained)
+        else:
+            budget.record(len(gained), len(gained) + (not v.at_leaf))  # tested: the accepted, then a rejection
+        if v.held and drafts.seqs[0]:
             # the pending draft held: try the new sequences' first tokens at the next position
-            stats.ks[len(seqs)] += 1
-            hit, nxt = accept_candidates(v.p_next, [s[0] for s in seqs], gen)
+            stats.ks[drafts.k] += 1
+            hit, nxt = accept_candidates(v.p_next, [s[0] for s in drafts.seqs[:drafts.k]], gen)
             budget.record(hit is not None, 1)
-            pending = seqs[hit][1:] if hit is not None else []
         gained.append(nxt)
         clock.first_token()
         seq += gained
         new += gained
         accepts.append(len(gained))
+        # what the draft holds beyond the verified tokens: a sequence that continues the accepted first
+        # token, or the branch that put the target's own token where the pending draft failed
+        pending, odds = drafts.continuation(context, seq)
+        stats.branch_hits += bool(pending) and not v.held
     return finish(new, eos, max_new_tokens, accepts, clock, stats.as_dict(budget))

@@ -50,9 +50,9 @@ class Budget:
             return self.fixed
         if self.rule == "time":
             return self.time_gamma
-        a, t_d = self.alpha(), self.draft_step[1]
-        rate = lambda g: (1 - a ** g) / (1 - a) / max(self.base + self.slope * g, g * t_d)
-        return max(range(1, self.cap + 1), key=rate)
+        a, g = self.alpha(), np.arange(1, self.cap + 1)
+        rate = (1 - a ** g) / (1 - a) / np.maximum(self.base + self.slope * g, g * self.draft_step[1])
+        return int(g[np.argmax(rate)])  # the first best, as max() over range(1, cap + 1) would pick
 
     def depths(self, gamma):
         """Each sequence's length for k = 1..max sequences: gamma split k ways (upstream), or as deep
@@ -62,3 +62,16 @@ class Budget:
         if self.seq_budget == "split":
             return {k: max(1, gamma // k) for k in range(1, max(ks) + 1)}
         return {k: max(1, int(gamma * self.draft_step[1] / step(k))) for k in range(1, max(ks) + 1)}
+
+
+def branch_points(odds, base, slots, floor=0.05):
+    """Where to branch the next drafts: up to `slots` positions base + i of the pending draft, with the token
+    the draft ranked second there, most likely first. Position i is rejected in favour of that token with
+    probability about reach_i * p_alt_i, reach_i being the draft's own chance of holding up to i (a
+    calibrated draft's estimate); positions under `floor` are not worth a sequence."""
+    reach, scored = 1.0, []
+    for i, (p_top, alt, p_alt) in enumerate(odds):
+        if alt >= 0 and reach * p_alt >= floor:
+            scored.append((reach * p_alt, base + i, alt))
+        reach *= p_top
+    return [(pos, alt) for _, pos, alt in sorted(scored, reverse=True)[:slots]]

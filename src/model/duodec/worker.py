@@ -1,6 +1,7 @@
 """Where the drafter runs while the target verifies: a thread (llama_decode releases the GIL) or its own
 process (no GIL shared with the target's thread). One dispatch loop and one way of waiting serve both."""
 import multiprocessing as mp
+import os
 import queue
 import signal
 import threading
@@ -13,6 +14,23 @@ from src.model.duodec.drafter import Drafter
 WORKER_TIMEOUT = 5.0
 
 
+def split_cores(draft_threads):
+    """(target's cores, draft's cores): the draft takes the last `draft_threads` of the cores this process may
+    use, the target the rest; None when there are too few to split."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) <= draft_threads:
+        return None
+    return set(cores[:-draft_threads]), set(cores[-draft_threads:])
+
+
+def pin(cores):
+    """Pin the calling thread (Linux: pid 0 is the caller, not the whole process) and return what it had."""
+    before = os.sched_getaffinity(0)
+    if cores:
+        os.sched_setaffinity(0, cores)
+    return before
+
+
 @dataclass
 class DraftJob:
     """Draft sequences continuing `context`: see `Drafter.run`."""
@@ -21,9 +39,10 @@ class DraftJob:
     max_seqs: int
     depths: dict = None
     force_k: int = 0
+    branch_at: list = ()
 
     def run(self, drafter, cancel):
-        return drafter.run(self.context, self.depth, self.max_seqs, self.depths, cancel, self.force_k)
+        return drafter.run(self.context, self.depth, self.max_seqs, self.depths, cancel, self.force_k, self.branch_at)
 
 
 def serve(drafter, next_job, send, cancel):
@@ -35,6 +54,19 @@ def serve(drafter, next_job, send, cancel):
             send(("ok", job.run(drafter, cancel), time.perf_counter() - t0))
         except Exception:  # noqa: BLE001 - reported to the caller, who raises it
             send(("error", traceback.format_exc(), 0.0))
+
+
+def spinning(poll, spin_s):
+    """`poll(timeout)` that first polls without sleeping for up to spin_s. Waking a process that sleeps on a
+    pipe costs tens of microseconds at every message (more on a VM); spinning costs a core that would
+    otherwise wait for the same message."""
+    def ready(timeout):
+        end = time.perf_counter() + spin_s
+        while time.perf_counter() < end:
+            if poll(0):
+                return True
+        return poll(timeout)
+    return ready
 
 
 def wait_for(ready, fetch, alive, died, timeout):
@@ -51,13 +83,18 @@ def wait_for(ready, fetch, alive, died, timeout):
     return out, secs
 
 
-class ThreadWorker:
-    """The drafter in a thread of the target's process."""
+def _thread_main(drafter, next_job, send, cancel, cores):
+    pin(cores)
+    serve(drafter, next_job, send, cancel)
 
-    def __init__(self, draft):
+
+class ThreadWorker:
+    """The drafter in a thread of the target's process; `cores` pins that thread."""
+
+    def __init__(self, draft, cores=None):
         self.jobs, self.results, self.cancel = queue.Queue(), queue.Queue(), threading.Event()
-        self.thread = threading.Thread(target=serve, daemon=True,
-                                       args=(Drafter(draft), self.jobs.get, self.results.put, self.cancel))
+        self.thread = threading.Thread(target=_thread_main, daemon=True,
+                                       args=(Drafter(draft), self.jobs.get, self.results.put, self.cancel, cores))
         self.thread.start()
         self._answer = None
 
@@ -85,24 +122,28 @@ class ThreadWorker:
         self.thread.join(WORKER_TIMEOUT)
 
 
-def _process_main(path, threads, n_ctx, n_seq, repack, conn, cancel):
+def _process_main(path, threads, n_ctx, n_seq, repack, conn, cancel, cores, spin_s):
     from src.backends.draft import Draft
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report, once
+    pin(cores)
     drafter = Drafter(Draft(path, threads=threads, n_ctx=n_ctx, n_seq=n_seq, repack=repack))
     conn.send(("ready", None, 0.0))
-    serve(drafter, conn.recv, conn.send, cancel)
+    ready = spinning(conn.poll, spin_s)  # the next job comes one verify later; between questions, sleep
+    serve(drafter, lambda: ready(None) and conn.recv(), conn.send, cancel)
 
 
 class ProcessWorker:
-    """The drafter in its own process, fed over a pipe; it loads the same GGUF with the same settings."""
+    """The drafter in its own process, fed over a pipe; it loads the same GGUF with the same settings.
+    `cores` pins it; both ends spin up to `spin_s` for a message before they sleep."""
 
-    def __init__(self, draft):
+    def __init__(self, draft, cores=None, spin_s=0.0):
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.cancel = ctx.Event()
         self.proc = ctx.Process(target=_process_main, daemon=True,
                                 args=(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, draft.repack_mode, child,
-                                      self.cancel))
+                                      self.cancel, cores, spin_s))
+        self._ready = spinning(self.conn.poll, spin_s)
         self.proc.start()
         self.result(60.0)  # loading the model
 
@@ -125,7 +166,7 @@ class ProcessWorker:
 
     def result(self, timeout=WORKER_TIMEOUT):
         try:
-            return wait_for(self.conn.poll, self.conn.recv, self.proc.is_alive, self.died, timeout)
+            return wait_for(self._ready, self.conn.recv, self.proc.is_alive, self.died, timeout)
         except (EOFError, OSError):
             raise self.died() from None
 
