@@ -175,6 +175,31 @@ def test_dead_worker_is_an_error_within_seconds(tiny):
     fwd.close()
 
 
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_process_worker_spins_only_during_an_answer(tiny):
+    """Between answers the worker sleeps: spinning then would take the core of whatever method runs next."""
+    target = Target(tiny["target"])
+    fwd = duodec.make(args(worker="process", spin_ms=500.0), target, Draft(str(tiny["draft"]) + ".gguf", n_ctx=512))
+    try:
+        fwd(target.tokenizer(PROMPTS[0])["input_ids"], 16, Sampling(), None)
+        before = cpu_seconds(fwd.worker.proc.pid)
+        time.sleep(0.6)
+        assert cpu_seconds(fwd.worker.proc.pid) - before < 0.1
+        fwd.worker.spin(True)  # as during an answer: it polls without sleeping for spin_ms
+        fwd.worker.submit(duodec.DraftJob([1, 5, 6], 1, 1))
+        fwd.worker.result()
+        before = cpu_seconds(fwd.worker.proc.pid)
+        time.sleep(0.3)
+        assert cpu_seconds(fwd.worker.proc.pid) - before > 0.15
+        fwd.worker.spin(False)
+    finally:
+        fwd.close()
+
+
 def test_hung_worker_is_an_error_within_seconds(tiny, monkeypatch):
     target = Target(tiny["target"])
     fwd = duodec.make(args(gamma="4"), target, Draft(str(tiny["draft"]) + ".gguf", n_ctx=512))

@@ -6,7 +6,7 @@ import pytest
 
 from src.backends.target import Target
 from src.eval import answers
-from src.eval.inference import Run, main as inference_main, run_eval
+from src.eval.inference import Run, main as inference_main, run_eval, turn_order
 from src.eval.prompts import PromptError, build_prompt
 from src.eval.questions import QuestionFileError, load_questions, questions_for
 from src.eval.speed import compare, main as speed_main
@@ -162,3 +162,16 @@ def test_each_method_owns_its_flags():
     assert method_args("duodec")[1].gamma == "auto"
     with pytest.raises(SystemExit):
         method_args("ar", ["--gamma", "7"])  # AR has no --gamma
+
+
+def test_turn_order_is_reproducible_and_changes_neighbours():
+    runs = ["ar", "sps", "pld", "duodec", "duodec-b"]
+    orders = [turn_order(runs, 0, q) for q in range(200)]
+    assert all(sorted(o) == sorted(runs) for o in orders)
+    assert orders == [turn_order(runs, 0, q) for q in range(200)]  # same seed, same order: resumable
+    assert orders != [turn_order(runs, 1, q) for q in range(200)]
+    # no run always follows the same one (a rotation would), and each run goes first about equally often
+    behind = {r: {o[o.index(r) - 1] for o in orders if o.index(r) > 0} for r in runs}
+    assert all(len(b) == len(runs) - 1 for b in behind.values()), behind
+    firsts = [o[0] for o in orders]
+    assert min(firsts.count(r) for r in runs) > 200 / len(runs) / 2

@@ -2,7 +2,7 @@
 
     python -m src.eval.compare --bench demo --methods ar,sps,pld,rest,duodec [--out DIR | --resume DIR]
 
-Each question is answered by every method in turn (the order rotates per question), so slow drifts
+Each question is answered by every method in turn (the order shuffled per question), so slow drifts
 of a noisy machine hit all methods alike: `src.eval.inference.run_eval` with one run per method, all
 on one loaded target. Every call measures afresh into a new folder (default
 results/<bench>-<device>/runs/<date>-<host>/); only --resume DIR continues an earlier one.

@@ -5,12 +5,13 @@
 
 `run_eval(runs, questions, ...)` knows nothing of the methods: each run's
 `forward(prompt_ids, max_new_tokens, sampling, gen)` returns a `Generation`. With several runs (as
-`src.eval.compare` makes) every question is answered by each run in turn, the order rotating per
+`src.eval.compare` makes) every question is answered by each run in turn, the order shuffled per
 question. Each answer is one appended, flushed line; rerunning with the same answer file skips the
 questions already answered.
 """
 import argparse
 import os
+import random
 import sys
 import time
 import zlib
@@ -142,6 +143,15 @@ def run_eval(runs, questions, tokenizer, *, template="raw", max_new_tokens=128, 
     return written
 
 
+def turn_order(runs, seed, question_id):
+    """The runs' order for one question: shuffled by the question's seed. A rotation would keep each run
+    behind the same neighbour at every question, and what a run leaves behind (a busy core, a cold cache)
+    would then always tax the same other run."""
+    order = list(runs)
+    random.Random(question_seed(seed, question_id)).shuffle(order)
+    return order
+
+
 def answer_all(runs, questions, done, tokenizer, template, max_new_tokens, sampling, seed, max_length, device,
                warmup, deadline):
     """Yields once per answer written."""
@@ -159,7 +169,7 @@ def answer_all(runs, questions, done, tokenizer, template, max_new_tokens, sampl
             print(f"time budget spent: stopped before question {q['question_id']}; what was answered is kept",
                   file=sys.stderr)
             break
-        for run in runs[i % len(runs):] + runs[:i % len(runs)]:
+        for run in turn_order(runs, seed, q["question_id"]):
             if q["question_id"] in done[run.name]:
                 continue
             gen = torch.Generator(gen_device).manual_seed(question_seed(seed, q["question_id"]))

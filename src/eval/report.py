@@ -31,18 +31,24 @@ def load_run(folder):
 
 
 def duodec_stats(records):
-    ks, gammas, t_idle, d_idle, v_tok = Counter(), [], [], [], []
+    ks, gammas, v_tok, turns = Counter(), [], [], []
+    shares = {"target_idle_share": [], "catch_up_idle_share": [], "draft_idle_share": []}
+    counts = Counter()
     for r in records:
         for st in r["choices"][0].get("stats", []):
+            turns.append(st)
             ks.update({int(k): v for k, v in st.get("k_hist", {}).items()})
             gammas.append(st.get("gamma"))
-            t_idle.append(st.get("target_idle_share", 0.0))
-            d_idle.append(st.get("draft_idle_share", 0.0))
+            for key, xs in shares.items():
+                xs.append(st.get(key, 0.0))
+            counts.update({key: st.get(key, 0) for key in ("branch_hits", "free_rounds")})
             if st.get("verify_ms"):
                 v_tok.append(st["verify_tokens"])
     mean = lambda xs: statistics.fmean(xs) if xs else 0.0
     return {"gamma": Counter(gammas).most_common(1)[0][0] if gammas else None, "k_hist": dict(sorted(ks.items())),
-            "target_idle": mean(t_idle), "draft_idle": mean(d_idle), "verify_tokens": mean(v_tok)}
+            "target_idle": mean(shares["target_idle_share"]), "catch_up_idle": mean(shares["catch_up_idle_share"]),
+            "draft_idle": mean(shares["draft_idle_share"]), "verify_tokens": mean(v_tok),
+            "branch_hits": counts["branch_hits"] / max(1, len(turns)), "free_rounds": counts["free_rounds"] / max(1, len(turns))}
 
 
 def pipeline(records, base_records):
@@ -181,13 +187,18 @@ def write_report(folder, references=(), allow_partial=False):
         lines += ["## DuoDecoding", "",
                   "Pipeline bound of a question: tokens per target forward × AR's time per token ÷ the target's "
                   "time per verify round (forward and verification, measured in the run). Efficiency: the "
-                  "question's speedup ÷ its bound. Both are medians over questions.", "",
-                  "| run | gamma | k histogram (rounds) | target idle | draft idle | tokens fed per forward "
-                  "| verify ms | bound | efficiency |", "|---|---|---|---|---|---|---|---|---|"]
+                  "question's speedup ÷ its bound. Both are medians over questions. Target idle: the share of "
+                  "the time the target waits for the draft (of which catch-up: waiting for drafts after a rejection "
+                  "or an empty round). Per answer: rejections a ready branch answered, rounds that verified "
+                  "looked-up tokens.", "",
+                  "| run | gamma | k histogram (rounds) | target idle (catch-up) | draft idle | branch hits | "
+                  "lookup rounds | tokens fed per forward | verify ms | bound | efficiency |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in duo:
             s = duodec_stats(runs[m])
             v_ms, bound, eff = pipeline(runs[m], runs["ar"])
-            lines.append(f"| {m} | {s['gamma']} | {s['k_hist']} | {s['target_idle']:.0%} | {s['draft_idle']:.0%} | "
+            lines.append(f"| {m} | {s['gamma']} | {s['k_hist']} | {s['target_idle']:.0%} ({s['catch_up_idle']:.0%}) | "
+                         f"{s['draft_idle']:.0%} | {s['branch_hits']:.1f} | {s['free_rounds']:.1f} | "
                          f"{s['verify_tokens']:.1f} | {v_ms:.2f} | {bound:.2f} | {eff:.2f} |")
         lines.append("")
         ceiling = overlap_ceiling(runs.get("sps-gguf"), runs.get("duodec", runs[duo[0]]))

@@ -113,9 +113,11 @@ def make(args, target, draft):
 
     def forward(prompt_ids, max_new_tokens, sampling, gen):
         before = pin(cores and cores[0])  # the calling thread only, and only for this call: others share it
+        worker.spin(True)
         try:
             return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, options)
         finally:
+            worker.spin(False)
             pin(before)
 
     forward.close = worker.close

@@ -56,13 +56,13 @@ def serve(drafter, next_job, send, cancel):
             send(("error", traceback.format_exc(), 0.0))
 
 
-def spinning(poll, spin_s):
-    """`poll(timeout)` that first polls without sleeping for up to spin_s. Waking a process that sleeps on a
-    pipe costs tens of microseconds at every message (more on a VM); spinning costs a core that would
-    otherwise wait for the same message."""
+def spinning(poll, spin_s, awake=None):
+    """`poll(timeout)` that first polls without sleeping for up to spin_s (while `awake`, if given, is set).
+    Waking a process that sleeps on a pipe costs tens of microseconds at every message (more on a VM);
+    spinning costs a core that would otherwise wait for the same message."""
     def ready(timeout):
         end = time.perf_counter() + spin_s
-        while time.perf_counter() < end:
+        while time.perf_counter() < end and (awake is None or awake.value):
             if poll(0):
                 return True
         return poll(timeout)
@@ -105,6 +105,9 @@ class ThreadWorker:
     def stop_early(self):
         self.cancel.set()
 
+    def spin(self, on):
+        pass  # a thread waits on a queue: nothing spins
+
     def _ready(self, timeout):
         try:
             self._answer = self.results.get(timeout=timeout)
@@ -122,13 +125,13 @@ class ThreadWorker:
         self.thread.join(WORKER_TIMEOUT)
 
 
-def _process_main(path, threads, n_ctx, n_seq, repack, conn, cancel, cores, spin_s):
+def _process_main(path, threads, n_ctx, n_seq, repack, conn, cancel, cores, spin_s, awake):
     from src.backends.draft import Draft
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report, once
     pin(cores)
     drafter = Drafter(Draft(path, threads=threads, n_ctx=n_ctx, n_seq=n_seq, repack=repack))
     conn.send(("ready", None, 0.0))
-    ready = spinning(conn.poll, spin_s)  # the next job comes one verify later; between questions, sleep
+    ready = spinning(conn.poll, spin_s, awake)  # the next job comes one verify later; between answers, sleep
     serve(drafter, lambda: ready(None) and conn.recv(), conn.send, cancel)
 
 
@@ -140,9 +143,10 @@ class ProcessWorker:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.cancel = ctx.Event()
+        self.awake = ctx.RawValue("b", 0)  # a plain shared byte: read in the spin loop, so no lock
         self.proc = ctx.Process(target=_process_main, daemon=True,
                                 args=(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, draft.repack_mode, child,
-                                      self.cancel, cores, spin_s))
+                                      self.cancel, cores, spin_s, self.awake))
         self._ready = spinning(self.conn.poll, spin_s)
         self.proc.start()
         self.result(60.0)  # loading the model
@@ -163,6 +167,11 @@ class ProcessWorker:
 
     def stop_early(self):
         self.cancel.set()
+
+    def spin(self, on):
+        """Let the worker spin for jobs (during an answer) or not (between answers, when other methods
+        may run: a spinning worker would take their core)."""
+        self.awake.value = int(on)
 
     def result(self, timeout=WORKER_TIMEOUT):
         try:
