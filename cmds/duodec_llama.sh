@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Upstream grid, DuoDecoding: Llama-2-7b target, vicuna-68m GGUF draft on the CPU; gamma measured and upstream's 24.
+# Upstream grid, DuoDecoding: Llama-2-7b target, vicuna-68m GGUF draft on the CPU; this project's default, and the paper's scheme at upstream's gamma of 24.
 cd "$(dirname "$0")/.." && source cmds/env.sh && source cmds/grid.sh
 SHORT_QA_RAG=1 run_grid llama-2-7b "ar:ar" \
   "duodec:duodec:--draft vicuna-68m-gguf --gamma auto --draft-threads ${DRAFT_THREADS:-16}" \
-  "duodec-gamma24:duodec:--draft vicuna-68m-gguf --gamma 24 --draft-threads ${DRAFT_THREADS:-16}"
+  "duodec-paper:duodec:--draft vicuna-68m-gguf --gamma 24 --max-seqs 8 --lookup-ngram 0 \
+--draft-threads ${DRAFT_THREADS:-16}"

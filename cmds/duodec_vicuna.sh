@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Upstream grid, DuoDecoding: Vicuna-7b-v1.5 target, vicuna-68m GGUF draft on the CPU; gamma measured and upstream's 16.
+# Upstream grid, DuoDecoding: Vicuna-7b-v1.5 target, vicuna-68m GGUF draft on the CPU; this project's default, and the paper's scheme at upstream's gamma of 16.
 cd "$(dirname "$0")/.." && source cmds/env.sh && source cmds/grid.sh
 run_grid vicuna-7b-v1.5 "ar:ar" \
   "duodec:duodec:--draft vicuna-68m-gguf --gamma auto --draft-threads ${DRAFT_THREADS:-16}" \
-  "duodec-gamma16:duodec:--draft vicuna-68m-gguf --gamma 16 --draft-threads ${DRAFT_THREADS:-16}"
+  "duodec-paper:duodec:--draft vicuna-68m-gguf --gamma 16 --max-seqs 8 --lookup-ngram 0 \
+--draft-threads ${DRAFT_THREADS:-16}"

@@ -121,7 +121,7 @@ def test_upstream_grid_runs_on_the_standins(standins, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     benches = ["mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag", "humaneval"]
     for bench in benches:
-        for label in ("ar", "duodec", "duodec-gamma24"):
+        for label in ("ar", "duodec", "duodec-paper"):
             lines = (tmp_path / "llama-2-7b" / bench / f"{label}.jsonl").read_text().splitlines()
             assert len(lines) == 2
     assert p.stdout.count("speedup") == 2 * len(benches)  # a speed table per method and bench

@@ -34,17 +34,16 @@ VARIANTS = {
     "rest": ("rest", None, []),
     "duodec": ("duodec", "gguf", []),
     # ablations: the paper's scheme, then one lever of the default undone (or an option added) at a time
-    "duodec-paper": ("duodec", "gguf", ["--max-seqs", "8", "--seq-budget", "split", "--gamma-rule", "time",
-                                        "--catch-up", "0", "--branches", "0", "--lookup-ngram", "0"]),
+    "duodec-paper": ("duodec", "gguf", ["--max-seqs", "8", "--gamma-rule", "time", "--lookup-ngram", "0"]),
     "duodec-theta": ("duodec", "gguf", ["--max-seqs", "8"]),
-    "duodec-no-branches": ("duodec", "gguf", ["--branches", "0"]),
+    "duodec-catch-up": ("duodec", "gguf", ["--catch-up", "4"]),
+    "duodec-branches": ("duodec", "gguf", ["--branches", "2"]),
     "duodec-no-lookup": ("duodec", "gguf", ["--lookup-ngram", "0"]),
     "duodec-thread": ("duodec", "gguf", ["--worker", "thread"]),
     "duodec-no-spin": ("duodec", "gguf", ["--spin-ms", "0"]),
     "duodec-pin": ("duodec", "gguf", ["--pin-cores"]),
     "duodec-time": ("duodec", "gguf", ["--gamma-rule", "time"]),
-    "duodec-preverify": ("duodec", "gguf", ["--catch-up", "0"]),
-    "duodec-tree": ("duodec", "gguf", ["--verify", "tree", "--max-seqs", "8"]),
+    "duodec-tree": ("duodec", "gguf", ["--verify", "tree", "--max-seqs", "8", "--catch-up", "4"]),
 }
 MAIN = ["ar", "sps", "sps-gguf", "pld", "rest", "duodec"]
 ABLATIONS = [name for name in VARIANTS if name.startswith("duodec-")]

@@ -44,9 +44,10 @@ def add_args(ap):
     ap.add_argument("--lookup-ngram", type=non_negative, default=3,
                     help="duodec: with nothing pending, first try free candidates (the tokens after an earlier "
                          "occurrence of the last N tokens) before waiting for draft tokens; 0: off")
-    ap.add_argument("--catch-up", type=non_negative, default=4,
+    ap.add_argument("--catch-up", type=non_negative, default=0,
                     help="duodec: after a rejection, wait for this many draft tokens before the next target "
-                         "forward (0: upstream's pre-verify round, which verifies one token)")
+                         "forward. Default 0: the paper's pre-verify round (a forward over the target's own "
+                         "token while the draft drafts from it), so the target never waits")
     ap.add_argument("--verify", choices=["first", "tree"], default="first",
                     help="duodec: after a rejection, draft one sequence for the catch-up forward (first: the "
                          "other sequences are judged by their first token only, upstream's scheme) or k "
@@ -54,7 +55,7 @@ def add_args(ap):
     ap.add_argument("--gamma-rule", choices=["acceptance", "time"], default="acceptance",
                     help="duodec, with --gamma auto: maximise expected tokens per second given the acceptance "
                          "measured so far, or balance drafting and verification time (the paper's rule)")
-    ap.add_argument("--branches", type=ranged(int, 0, 7), default=2,
+    ap.add_argument("--branches", type=ranged(int, 0, 7), default=0,
                     help="duodec: while the target verifies, also draft from this many of the pending draft's "
                          "unsure positions, each with the draft's runner-up token there, so that a rejection "
                          "there finds drafts ready (0: off)")
