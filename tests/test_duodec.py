@@ -57,7 +57,7 @@ def test_batched_sequences_match_drafting_each_alone(tiny):
 
 @pytest.mark.parametrize("variant", [
     dict(no_multiseq=True, gamma="4"),         # k forced to 1 (PEARL with a CPU draft)
-    dict(force_seqs=3, gamma="6"),             # k forced to 3
+    dict(force_seqs=3, gamma="9"),             # k forced to 3 (3 tokens each)
     dict(),                                    # the defaults
     dict(max_seqs=8),                          # the automatic theta rule, auto gamma
     dict(seq_budget="full", gamma="5", catch_up=0),

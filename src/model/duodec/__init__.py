@@ -1,12 +1,14 @@
 """DuoDecoding (arXiv 2503.00784): a llama.cpp draft on the CPU drafts while the target verifies.
 
-    drafter.py  the multi-sequence rule (theta) and the drafter: k greedy sequences in one llama_decode a step
-    worker.py   where the drafter runs: a thread or its own process, one dispatch loop for both
-    policy.py   how much to draft: gamma by a fixed value, the paper's time balance or the acceptance
+    drafter.py  the multi-sequence rule (theta) and the drafter: its sequences in one llama_decode a step
+    worker.py   where the drafter runs: its own process (default) or a thread, one dispatch loop for both
+    policy.py   how much to draft: gamma by a fixed value, the paper's time balance or the acceptance;
+                where to branch
     loop.py     the rounds: verify the pending draft while the next is drafted, then extend
 
 Dynamic multi-sequence drafting: theta = p(1st top-1) * p(2nd top-1); every other first-position token
-with p > theta (up to --max-seqs) starts its own sequence.
+with p > theta (up to --max-seqs) starts its own sequence. Beyond the paper: branches at the pending
+draft's unsure positions, and looked-up n-gram continuations as free candidates.
 """
 import numpy as np
 

@@ -4,15 +4,17 @@ the next sequences from the end of that pending draft. Then:
   - the pending draft is verified as a chain;
   - if all of it holds, the first tokens of the new sequences are tried at the next position, and the
     accepted sequence becomes the new pending draft (post-verify: the pipeline stays full);
-  - otherwise the target's own token is appended and the new drafts are dropped (pre-verify).
+  - otherwise the target's own token is appended; the new drafts are dropped, unless a branch (the draft's
+    runner-up token put where the pending draft failed, drafted alongside, --branches) starts with it.
 Round 1 overlaps the prefill: the draft proposes one token, ready when the prompt's forward ends.
 When nothing is pending (after a rejection, a refused first token, or the prefill), the next forward
-would verify nothing new. Free candidates come first: the tokens that followed the latest n-gram's
-earlier occurrence (prompt lookup) cost no draft time, so the target verifies them at once while the
-draft continues them. Without a match the target waits for --catch-up draft tokens: one sequence
-(--verify first), or k sequences verified together as a tree (--verify tree).
-Every candidate is deterministic (greedy draft tokens, top-k first tokens, looked-up tokens: functions
-of the verified tokens), so the deterministic-candidate rule keeps sampling exact.
+would verify nothing new. Free candidates come first: the tokens that followed an earlier occurrence of
+the last n tokens (prompt lookup) cost no draft time, so the target verifies them at once while the
+draft continues them. Without a match the target either runs its pre-verify forward over its own token
+while the draft drafts from it (--catch-up 0, the paper's), or waits for --catch-up draft tokens: one
+sequence (--verify first), or k sequences verified together as a tree (--verify tree).
+Every candidate is deterministic (greedy draft tokens, top-k first tokens, branches, looked-up tokens:
+functions of the verified tokens), so the deterministic-candidate rule keeps sampling exact.
 """
 import time
 from collections import Counter
