@@ -62,8 +62,8 @@ def test_batched_sequences_match_drafting_each_alone(tiny):
     dict(max_seqs=8),                          # the automatic theta rule, auto gamma
     dict(seq_budget="full", gamma="5", catch_up=0),
     dict(gamma_rule="time", catch_up=2),
-    dict(verify="tree", force_seqs=3, gamma="9"),  # catch-up sequences verified as a tree
-    dict(verify="tree", max_seqs=8),
+    dict(verify="tree", force_seqs=3, gamma="9", catch_up=4),  # catch-up sequences verified as a tree
+    dict(verify="tree", max_seqs=8, catch_up=4),
     dict(branches=0, lookup_ngram=0),          # neither branches nor free candidates
     dict(branches=4, lookup_ngram=0, worker="process", pin_cores=True),
 ])
@@ -115,7 +115,7 @@ def test_branches_answer_rejections_and_stay_greedy(tiny_vocab):
     """On the 16-token pair the draft's runner-up is often the target's choice: rejections find a branch
     drafted from it ready (no catch-up wait), and the outputs still equal AR's."""
     target = Target(tiny_vocab["target"])
-    fwd = duodec.make(args(gamma="6", branches=3, lookup_ngram=0, no_multiseq=True), target,
+    fwd = duodec.make(args(gamma="6", branches=3, lookup_ngram=0, catch_up=4), target,
                       Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=512))
     try:
         prompts = [[1] + [3 + (i * 5 + j) % 12 for j in range(1 + i % 4)] for i in range(30)]
@@ -194,7 +194,7 @@ def test_process_worker_spins_only_during_an_answer(tiny):
         fwd.worker.result()
         before = cpu_seconds(fwd.worker.proc.pid)
         time.sleep(0.3)
-        assert cpu_seconds(fwd.worker.proc.pid) - before > 0.15
+        assert cpu_seconds(fwd.worker.proc.pid) - before > 0.1
         fwd.worker.spin(False)
     finally:
         fwd.close()
@@ -270,7 +270,7 @@ def test_theta_rule_drafts_several_sequences_when_unsure(tiny_vocab):
 
 
 @pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4", branches=0), dict(gamma="4", catch_up=0, max_seqs=8),
-                                     dict(gamma="6", branches=3, lookup_ngram=2)],
+                                     dict(gamma="6", branches=3, lookup_ngram=2, catch_up=4)],
                          ids=["k=3 forced", "theta rule", "branches and free candidates"])
 def test_sampling_over_pipelined_rounds(tiny_vocab, variant):
     """Sampled outputs of 8 tokens, many rounds each (pre- and post-verify, catch-up, branches, looked-up
