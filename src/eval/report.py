@@ -31,12 +31,11 @@ def load_run(folder):
 
 
 def duodec_stats(records):
-    ks, gammas, v_tok, turns = Counter(), [], [], []
+    ks, gammas, v_tok = Counter(), [], []
     shares = {"target_idle_share": [], "catch_up_idle_share": [], "draft_idle_share": []}
     counts = Counter()
     for r in records:
         for st in r["choices"][0].get("stats", []):
-            turns.append(st)
             ks.update({int(k): v for k, v in st.get("k_hist", {}).items()})
             gammas.append(st.get("gamma"))
             for key, xs in shares.items():
@@ -48,7 +47,7 @@ def duodec_stats(records):
     return {"gamma": Counter(gammas).most_common(1)[0][0] if gammas else None, "k_hist": dict(sorted(ks.items())),
             "target_idle": mean(shares["target_idle_share"]), "catch_up_idle": mean(shares["catch_up_idle_share"]),
             "draft_idle": mean(shares["draft_idle_share"]), "verify_tokens": mean(v_tok),
-            "branch_hits": counts["branch_hits"] / max(1, len(turns)), "free_rounds": counts["free_rounds"] / max(1, len(turns))}
+            "branch_hits": counts["branch_hits"] / max(1, len(gammas)), "free_rounds": counts["free_rounds"] / max(1, len(gammas))}
 
 
 def pipeline(records, base_records):

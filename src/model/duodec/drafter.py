@@ -109,13 +109,13 @@ class Drafter:
             self.draft.fork(0, s, starts[s])
         if n > 1:  # decode every sequence's first token (sequence 0's may already be done)
             rows = [(seqs[s][0], s, True) for s in range(len(seqs)) if s > 0 or second is None]
-            last = ([second] if second is not None else []) + list(self.draft.decode(rows))
+            last = self.draft.decode(rows) if second is None else np.vstack([second, self.draft.decode(rows)])
         for _ in range(n - 1):
-            for s, (top, p_top, alt, p_alt) in enumerate(top_two(np.stack(last))):
+            for s, (top, p_top, alt, p_alt) in enumerate(top_two(last)):
                 seqs[s].append(top)
                 odds[s].append((p_top, alt, p_alt))
             if len(seqs[0]) == n or (cancel is not None and cancel.is_set()):
                 break
-            last = list(self.draft.decode([(seqs[s][-1], s, True) for s in range(len(seqs))]))
+            last = self.draft.decode([(seqs[s][-1], s, True) for s in range(len(seqs))])
         self.branches = [(list(context[:starts[s]]) + seqs[s])[:self.draft.lengths[s]] for s in range(len(seqs))]
         return Drafts(seqs, starts, k, odds)
