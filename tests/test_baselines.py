@@ -2,6 +2,7 @@
 import argparse
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from src.backends.draft import Draft
 from src.backends.target import Target
@@ -85,6 +86,28 @@ def test_rest_tree_logits_equal_sequence(tiny):
         t.reset()
         seq = t.forward(ids + branch)[len(ids) - 1:]
         assert (tree[rows] - seq).abs().max() < 1e-4
+
+
+def scan_lookup(seq, max_ngram, min_ngram, num_pred):
+    """PLD's lookup as its reference implementation states it: the tokens after the first earlier occurrence
+    of the last n tokens, longest n first."""
+    for n in range(max_ngram, min_ngram - 1, -1):
+        for i in range(len(seq) - n):
+            if seq[i:i + n] == seq[-n:]:
+                return seq[i + n:i + n + num_pred]
+    return []
+
+
+@given(st.lists(st.lists(st.integers(0, 3), max_size=6), min_size=1, max_size=12), st.integers(1, 3),
+       st.integers(1, 4))
+@settings(max_examples=300, deadline=None)
+def test_ngram_index_finds_what_a_scan_finds(chunks, max_ngram, num_pred):
+    """Grown a few tokens a round, as a decode loop grows it (and restarted on a new sequence), the index
+    answers what scanning the whole sequence answers."""
+    index, seq = pld.NgramIndex(max_ngram, 1), []
+    for i, chunk in enumerate(chunks):
+        seq = chunk if i == len(chunks) // 2 else seq + chunk  # halfway: a new prompt
+        assert index.lookup(seq, num_pred) == scan_lookup(seq, max_ngram, 1, num_pred), seq
 
 
 @pytest.mark.parametrize("name", ["sps", "pld", "rest"])

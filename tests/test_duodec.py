@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from src.backends.draft import Draft
 from src.backends.target import Target
@@ -228,6 +229,33 @@ def test_acceptance_rule_by_hand():
     b.start_question()  # a new question starts from the prior again
     assert b.alpha() == pytest.approx(0.6) and b.gamma() == 2
     assert duodec.Budget("fixed", 7, {1: 1e-9}, {1: 2.0, 2: 3.0}).gamma() == 7
+
+
+@given(st.floats(0.01, 0.99), st.floats(0.1, 10.0), st.floats(0.0, 1.0), st.floats(0.01, 5.0), st.floats(0.5, 2.0))
+@settings(max_examples=300, deadline=None)
+def test_acceptance_rule_scan_finds_the_best_gamma(a, base, slope, step, scale):
+    """The scan that stops at the first fall picks what an argmax over every gamma picks."""
+    b = duodec.Budget("acceptance", None, {1: step}, {1: base + slope, 2: base + 2 * slope}, cap=64)
+    b.fwd_scale, b.accepted, b.verified = scale, a, 1.0
+    g = np.arange(1, 65)
+    rate = (1 - a ** g) / (1 - a) / np.maximum(scale * (b.base + b.slope * g), g * step)
+    best = int(g[np.argmax(rate)])
+    assert b.gamma() == best or rate[b.gamma() - 1] == pytest.approx(rate[best - 1], rel=1e-9)
+
+
+def test_rounds_draft_what_fits_in_their_forward():
+    # T(n) = 2 + n ms, a draft step 0.5 ms: 6 tokens fit in a forward over one token, 12 over eight
+    b = duodec.Budget("fixed", 20, {1: 0.0005}, {1: 0.003, 8: 0.010})
+    assert b.fits(1) == 6 and b.fits(8) == 20 and b.gamma() == 20
+    b.observe(1, 0.0065, 4, 0.004)  # beside the target: a forward 6.5 ms against the probe's 3, steps 1 ms
+    assert b.fwd_scale == pytest.approx(1 + 0.2 * (6.5 / 3 - 1)) and b.step == pytest.approx(0.0006)
+    for _ in range(60):
+        b.observe(1, 0.0065, 4, 0.004)
+    assert b.fits(1) == 6 and b.fits(8) == 21  # 6.5 / 1 and 21.7 / 1
+    b.observe(1, 0.0065, 0, 0.0)  # nothing drafted (cut short at once): the draft's step is kept
+    assert b.step == pytest.approx(0.001, rel=1e-3)
+    slow = duodec.Budget("fixed", 20, {1: 0.1}, {1: 0.003, 8: 0.010})
+    assert slow.fits(1) == 1  # at least one token, however slow the draft
 
 
 def test_depths_by_hand():

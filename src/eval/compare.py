@@ -34,10 +34,12 @@ VARIANTS = {
     "rest": ("rest", None, []),
     "duodec": ("duodec", "gguf", []),
     # ablations: the paper's scheme, then one lever of the default undone (or an option added) at a time
-    "duodec-paper": ("duodec", "gguf", ["--max-seqs", "8", "--gamma-rule", "time", "--lookup-ngram", "0"]),
+    "duodec-paper": ("duodec", "gguf", ["--max-seqs", "8", "--gamma-rule", "time", "--lookup-ngram", "0",
+                                       "--no-fit"]),
     "duodec-theta": ("duodec", "gguf", ["--max-seqs", "8"]),
     "duodec-catch-up": ("duodec", "gguf", ["--catch-up", "4"]),
     "duodec-branches": ("duodec", "gguf", ["--branches", "2"]),
+    "duodec-no-fit": ("duodec", "gguf", ["--no-fit"]),
     "duodec-no-lookup": ("duodec", "gguf", ["--lookup-ngram", "0"]),
     "duodec-thread": ("duodec", "gguf", ["--worker", "thread"]),
     "duodec-no-spin": ("duodec", "gguf", ["--spin-ms", "0"]),

@@ -25,7 +25,8 @@ DRAFT = "gguf"
 
 def add_args(ap):
     ap.add_argument("--gamma", type=gamma_or_auto, default="auto",
-                    help="draft tokens per round: 'auto' (from the measured speeds, see --gamma-rule) or N")
+                    help="draft tokens per round: 'auto' (from the measured speeds, see --gamma-rule) or N; "
+                         "a round drafts fewer where they would not end within its forward (see --no-fit)")
     ap.add_argument("--max-seqs", type=ranged(int, 1, 8), default=1,
                     help="duodec: most sequences the theta rule drafts when the draft is unsure of its first token "
                          "(the paper: 8). Default 1: they are tried only when the whole pending draft holds, yet "
@@ -61,6 +62,10 @@ def add_args(ap):
                     help="duodec: while the target verifies, also draft from this many of the pending draft's "
                          "unsure positions, each with the draft's runner-up token there, so that a rejection "
                          "there finds drafts ready (0: off)")
+    ap.add_argument("--no-fit", action="store_true",
+                    help="duodec: draft gamma tokens in every round (the paper), even where the target's forward "
+                         "is shorter than the drafting (one token after a rejection) and so waits for it; by "
+                         "default a round drafts only what ends within its forward, timed in the rounds")
     ap.add_argument("--force-seqs", type=ranged(int, 0, 8), default=0,
                     help="duodec: always draft this many sequences (the top first tokens); for ablations and tests")
 
@@ -107,7 +112,8 @@ def make(args, target, draft):
     auto = args.gamma in (None, "auto")
     budget = Budget(args.gamma_rule if auto else "fixed", None if auto else int(args.gamma), draft_step, target_fwd,
                     args.seq_budget)
-    options = Options(max_seqs, args.force_seqs, args.catch_up, args.verify == "tree", args.lookup_ngram, args.branches)
+    options = Options(max_seqs, args.force_seqs, args.catch_up, args.verify == "tree", args.lookup_ngram, args.branches,
+                      not args.no_fit)
     cores = split_cores(draft.threads) if args.pin_cores else None
     if args.worker == "process":
         worker = ProcessWorker(draft, cores and cores[1], args.spin_ms / 1e3)
@@ -131,7 +137,7 @@ def make(args, target, draft):
         "catch_up": args.catch_up, "verify": args.verify, "max_seqs": max_seqs, "seq_budget": args.seq_budget,
         "worker": args.worker, "spin_ms": args.spin_ms if args.worker == "process" else None,
         "force_seqs": args.force_seqs, "lookup_ngram": args.lookup_ngram,
-        "branches": args.branches,
+        "branches": args.branches, "fit": not args.no_fit,
         "pinned_cores": [sorted(c) for c in cores] if cores else None,
         "draft_step_ms": {k: round(v * 1e3, 4) for k, v in draft_step.items()},
         "target_forward_ms": {n: round(v * 1e3, 4) for n, v in target_fwd.items()}}

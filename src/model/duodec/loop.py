@@ -7,6 +7,8 @@ the next sequences from the end of that pending draft. Then:
   - otherwise the target's own token is appended; the new drafts are dropped, unless a branch (the draft's
     runner-up token put where the pending draft failed, drafted alongside, --branches) starts with it.
 Round 1 overlaps the prefill: the draft proposes one token, ready when the prompt's forward ends.
+A round drafts gamma tokens, or fewer where they would not end within its forward (a forward over one token
+after a rejection is shorter than gamma draft steps), so the target does not wait for them (--no-fit: gamma).
 When nothing is pending (after a rejection, a refused first token, or the prefill), the next forward
 would verify nothing new. Free candidates come first: the tokens that followed an earlier occurrence of
 the last n tokens (prompt lookup) cost no draft time, so the target verifies them at once while the
@@ -25,7 +27,7 @@ import numpy as np
 from src.model.base import Clock, chain_step, finish, tree_step
 from src.model.duodec.policy import branch_points
 from src.model.duodec.worker import DraftJob
-from src.model.pld import lookup
+from src.model.pld import NgramIndex
 from src.verify import accept_candidates
 
 
@@ -88,14 +90,14 @@ class RoundStats:
     start: float = field(default_factory=time.perf_counter)
 
     def wait(self, worker, catching_up=False):
-        """The worker's sequences; the target is idle meanwhile."""
+        """The worker's sequences and its seconds drafting them; the target is idle meanwhile."""
         t0 = time.perf_counter()
         seqs, drafting = worker.result()
         idle = time.perf_counter() - t0
         self.target_idle += idle
         self.catch_up_idle += idle if catching_up else 0.0
         self.draft_busy += drafting
-        return seqs
+        return seqs, drafting
 
     def as_dict(self, budget):
         wall = time.perf_counter() - self.start
@@ -119,6 +121,7 @@ class Options:
     tree: bool = False
     lookup_ngram: int = 0
     branches: int = 0
+    fit: bool = True
 
 
 def catch_up(worker, stats, seq, room, budget, opt):
@@ -126,14 +129,14 @@ def catch_up(worker, stats, seq, room, budget, opt):
     sequence, or (tree) k sequences by the theta rule."""
     n = min(opt.catch_up, room)
     worker.submit(DraftJob(seq, n, opt.max_seqs if opt.tree else 1, budget.depths(n), opt.force_k if opt.tree else 0))
-    return stats.wait(worker, catching_up=True)
+    return stats.wait(worker, catching_up=True)[0]
 
 
-def free_candidates(seq, n, ngram):
-    """Up to n tokens that cost no draft time: what followed the first earlier occurrence of the last `ngram`
-    tokens. Only whole n-gram matches: shorter ones (PLD backs off to them) are right too rarely to be
-    worth a forward ahead of the draft's tokens."""
-    return lookup(seq, ngram, ngram, n) if ngram and n > 0 else []
+def free_candidates(index, seq, n):
+    """Up to n tokens that cost no draft time: what followed the first earlier occurrence of the last n-gram
+    (`index`: whole n-gram matches only, since shorter ones, which PLD backs off to, are right too rarely
+    to be worth a forward ahead of the draft's tokens)."""
+    return index.lookup(seq, n) if index and n > 0 else []
 
 
 def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, opt):
@@ -144,20 +147,22 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
     seq, new, accepts = list(prompt_ids), [], []
     pending, odds = [], []  # draft tokens to verify next, and the draft's odds for each
     first_round = True
+    index = NgramIndex(opt.lookup_ngram, opt.lookup_ngram) if opt.lookup_ngram else None
     while len(new) < max_new_tokens and eos not in new:
         room = max_new_tokens - len(new) - 1
         gamma = budget.gamma()
         stats.gammas.append(gamma)
         caught, free = None, []
         if not pending and room > 0:
-            free = pending = free_candidates(seq, min(gamma, room), opt.lookup_ngram)
+            free = pending = free_candidates(index, seq, min(gamma, room))
             odds = []
             stats.free_rounds += bool(free)
         if opt.catch_up and not pending and not first_round and room > 0:
             caught = catch_up(worker, stats, seq, room, budget, opt)
             pending, odds = caught.seqs[0], caught.odds[0]
         room -= len(pending)
-        depth = 1 if first_round else min(gamma, room)
+        fed = len(seq) - target.length + len(pending)
+        depth = 1 if first_round else min(gamma, room, budget.fits(fed) if opt.fit else room)
         # the draft continues the pending draft (sequence 0 of a tree) while the target verifies it, and
         # branches where the pending draft is likeliest to fail
         context = seq + pending
@@ -176,7 +181,9 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
             stats.verify_tokens.append(v.fed)
         if not v.held:
             worker.stop_early()  # its drafts continue a rejected token: cut them short
-        drafts = stats.wait(worker)
+        drafts, draft_s = stats.wait(worker)
+        if not first_round:
+            budget.observe(v.fed, stats.verify_s[-1], len(drafts.seqs[0]), draft_s)
         first_round = False
         gained, nxt = v.gained, v.nxt
         if free:  # looked-up tokens say nothing of the draft's acceptance

@@ -23,6 +23,10 @@ class Budget:
     round, (1 - a^g) / (1 - a) for acceptance a, over the round's time max(T_target(g), g * t_draft),
     with a the share of draft tokens accepted so far in the question (from a prior of 0.6 over 20 tokens) and
     T_target a straight line fitted to the measured forward times.
+
+    The times are measured again in the rounds (`observe`): beside the target, the draft steps slower than
+    alone, and a round's forward may feed fewer tokens than gamma (one after a rejection), so `fits` caps a
+    round's draft at what ends within that forward.
     """
 
     def __init__(self, rule, fixed, draft_step, target_fwd, seq_budget="split", cap=64):
@@ -31,6 +35,7 @@ class Budget:
         ns = np.array(sorted(target_fwd), dtype=float)
         self.slope, self.base = np.polyfit(ns, [target_fwd[int(n)] for n in ns], 1)
         self.time_gamma = balance_gamma(draft_step, target_fwd, cap)
+        self.step, self.fwd_scale = draft_step[1], 1.0
         self.start_question()
 
     def start_question(self):
@@ -45,14 +50,34 @@ class Budget:
         self.accepted += accepted
         self.verified += verified
 
+    def observe(self, fed, verify_s, drafted, draft_s, weight=0.2):
+        """One round's timings: the target's forward over `fed` tokens against the probe's line, and the
+        draft's seconds per token while the target runs. They are the machine's, not the question's, so they
+        carry over between questions."""
+        self.fwd_scale += weight * (verify_s / (self.base + self.slope * fed) - self.fwd_scale)
+        if drafted:
+            self.step += weight * (draft_s / drafted - self.step)
+
+    def fits(self, fed):
+        """Draft tokens that end within the target's forward over `fed` tokens: more would make it wait."""
+        return max(1, int(self.fwd_scale * (self.base + self.slope * fed) / self.step))
+
     def gamma(self):
         if self.rule == "fixed":
             return self.fixed
         if self.rule == "time":
             return self.time_gamma
-        a, g = self.alpha(), np.arange(1, self.cap + 1)
-        rate = (1 - a ** g) / (1 - a) / np.maximum(self.base + self.slope * g, g * self.draft_step[1])
-        return int(g[np.argmax(rate)])  # the first best, as max() over range(1, cap + 1) would pick
+        # tokens per second rises then falls in g (a concave count over a convex time), so the scan stops at
+        # the first fall: a few steps of plain arithmetic, not arrays, since this runs every round
+        a, best, best_rate, tokens, reach = self.alpha(), 1, 0.0, 0.0, 1.0
+        for g in range(1, self.cap + 1):
+            tokens, reach = tokens + reach, reach * a
+            rate = tokens / max(self.fwd_scale * (self.base + self.slope * g), g * self.step)
+            if rate < best_rate:
+                break
+            if rate > best_rate:
+                best, best_rate = g, rate
+        return best
 
     def depths(self, gamma):
         """Each sequence's length for k = 1..max sequences: gamma split k ways (upstream), or as deep
