@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from src.backends.draft import Draft
 from src.backends.target import Target
 from src.model import pld, rest, sps
-from src.model.base import Sampling
+from src.model.base import Sampling, common_prefix
 from src.tools.build_rest_datastore import build
 from tests.lossless import PROMPTS, chi_square, exact_first_tokens, greedy_mismatches, sample_first_tokens
 
@@ -86,6 +86,14 @@ def test_rest_tree_logits_equal_sequence(tiny):
         t.reset()
         seq = t.forward(ids + branch)[len(ids) - 1:]
         assert (tree[rows] - seq).abs().max() < 1e-4
+
+
+@given(st.lists(st.integers(0, 2), max_size=40), st.lists(st.integers(0, 2), max_size=40), st.integers(0, 40))
+@settings(max_examples=500, deadline=None)
+def test_common_prefix_by_bisection_finds_the_first_difference(a, b, shared):
+    b = a[:shared] + b  # usually a long shared prefix, as between a cache and the next context
+    n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    assert common_prefix(a, b) == common_prefix(tuple(a), b) == n
 
 
 def scan_lookup(seq, max_ngram, min_ngram, num_pred):

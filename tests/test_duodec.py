@@ -38,7 +38,7 @@ def test_batched_sequences_match_drafting_each_alone(tiny):
     path = str(tiny["draft"]) + ".gguf"
     ctx = Target(tiny["draft"]).tokenizer(PROMPTS[0] + PROMPTS[1])["input_ids"]
     branch_at = [(len(ctx) - 3, 7), (len(ctx) - 1, 9)]  # runner-up tokens put at earlier positions
-    drafts = duodec.Drafter(Draft(path, n_ctx=256)).run(ctx, 6, 8, force_k=4, branch_at=branch_at)
+    drafts = duodec.Drafter(Draft(path, n_ctx=256)).run(ctx, 6, 8, force_k=4, branch_at=branch_at, odds=True)
     assert drafts.k == 4 and len(drafts.seqs) == 6 and all(len(s) == 6 for s in drafts.seqs)
     assert drafts.starts == [len(ctx)] * 4 + [pos for pos, _ in branch_at]
     alone_draft = Draft(path, n_ctx=256, n_seq=1)
@@ -244,16 +244,22 @@ def test_acceptance_rule_scan_finds_the_best_gamma(a, base, slope, step, scale):
 
 
 def test_rounds_draft_what_fits_in_their_forward():
-    # T(n) = 2 + n ms, a draft step 0.5 ms: 6 tokens fit in a forward over one token, 12 over eight
+    # T(n) = 2 + n ms; a draft job 0.5 ms for its first token, 0.5 ms a step after it: 6 tokens end within
+    # a forward over one token, 20 within one over eight
     b = duodec.Budget("fixed", 20, {1: 0.0005}, {1: 0.003, 8: 0.010})
     assert b.fits(1) == 6 and b.fits(8) == 20 and b.gamma() == 20
-    b.observe(1, 0.0065, 4, 0.004)  # beside the target: a forward 6.5 ms against the probe's 3, steps 1 ms
-    assert b.fwd_scale == pytest.approx(1 + 0.2 * (6.5 / 3 - 1)) and b.step == pytest.approx(0.0006)
+    # beside the target: a forward over one token takes 6.8 ms, the job 1.5 ms then 1 ms a step
+    b.observe(1, 0.0068, 0.0065, 5, 0.005)
+    assert b.fwd_scale == pytest.approx(1 + 0.2 * (6.8 / 3 - 1))
+    assert b.setup == pytest.approx(0.0007) and b.step == pytest.approx(0.0006)
     for _ in range(60):
-        b.observe(1, 0.0065, 4, 0.004)
-    assert b.fits(1) == 6 and b.fits(8) == 21  # 6.5 / 1 and 21.7 / 1
-    b.observe(1, 0.0065, 0, 0.0)  # nothing drafted (cut short at once): the draft's step is kept
+        b.observe(1, 0.0068, 0.0065, 5, 0.005)
+    assert b.fits(1) == 6 and b.fits(8) == 22  # 1 + (6.8 - 1.5) / 1 and 1 + (22.7 - 1.5) / 1
+    b.observe(1, 0.0068, 0.0015, 0, 0.0)  # no step (cut short, or one token): the step time is kept
     assert b.step == pytest.approx(0.001, rel=1e-3)
+    theta = duodec.Budget("fixed", 20, {1: 0.0005, 4: 0.001}, {1: 0.003, 8: 0.010})
+    theta.observe(1, 0.003, 0.0045, 4, 0.004, seqs=4)  # 1 ms a step over 4 sequences: 0.5 ms for one
+    assert theta.step == pytest.approx(0.0005)
     slow = duodec.Budget("fixed", 20, {1: 0.1}, {1: 0.003, 8: 0.010})
     assert slow.fits(1) == 1  # at least one token, however slow the draft
 

@@ -33,9 +33,12 @@ def load_run(folder):
 def duodec_stats(records):
     ks, gammas, v_tok = Counter(), [], []
     shares = {"target_idle_share": [], "catch_up_idle_share": [], "draft_idle_share": []}
-    counts = Counter()
+    counts, timing = Counter(), {"draft_step_ms": [], "draft_setup_ms": []}
     for r in records:
         for st in r["choices"][0].get("stats", []):
+            for key, xs in timing.items():
+                if key in st:
+                    xs.append(st[key])
             ks.update({int(k): v for k, v in st.get("k_hist", {}).items()})
             gammas.append(st.get("gamma"))
             for key, xs in shares.items():
@@ -47,7 +50,15 @@ def duodec_stats(records):
     return {"gamma": Counter(gammas).most_common(1)[0][0] if gammas else None, "k_hist": dict(sorted(ks.items())),
             "target_idle": mean(shares["target_idle_share"]), "catch_up_idle": mean(shares["catch_up_idle_share"]),
             "draft_idle": mean(shares["draft_idle_share"]), "verify_tokens": mean(v_tok),
-            "branch_hits": counts["branch_hits"] / max(1, len(gammas)), "free_rounds": counts["free_rounds"] / max(1, len(gammas))}
+            "branch_hits": counts["branch_hits"] / max(1, len(gammas)), "free_rounds": counts["free_rounds"] / max(1, len(gammas)),
+            **{key: statistics.median(xs) if xs else None for key, xs in timing.items()}}
+
+
+def job(s):
+    """A draft job's timing as the rounds measured it, or '-' for runs made before they did."""
+    if s["draft_setup_ms"] is None:
+        return "-"
+    return f"{s['draft_setup_ms']:.2f} + {s['draft_step_ms']:.2f}/step"
 
 
 def pipeline(records, base_records):
@@ -189,16 +200,17 @@ def write_report(folder, references=(), allow_partial=False):
                   "question's speedup ÷ its bound. Both are medians over questions. Target idle: the share of "
                   "the time the target waits for the draft (of which catch-up: waiting for drafts after a rejection "
                   "or an empty round). Per answer: rejections a ready branch answered, rounds that verified "
-                  "looked-up tokens.", "",
+                  "looked-up tokens. Draft job: its fixed ms + ms per step, as timed in the rounds (beside the "
+                  "target; medians over questions).", "",
                   "| run | gamma | k histogram (rounds) | target idle (catch-up) | draft idle | branch hits | "
-                  "lookup rounds | tokens fed per forward | verify ms | bound | efficiency |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "lookup rounds | tokens fed per forward | verify ms | draft job | bound | efficiency |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in duo:
             s = duodec_stats(runs[m])
             v_ms, bound, eff = pipeline(runs[m], runs["ar"])
             lines.append(f"| {m} | {s['gamma']} | {s['k_hist']} | {s['target_idle']:.0%} ({s['catch_up_idle']:.0%}) | "
                          f"{s['draft_idle']:.0%} | {s['branch_hits']:.1f} | {s['free_rounds']:.1f} | "
-                         f"{s['verify_tokens']:.1f} | {v_ms:.2f} | {bound:.2f} | {eff:.2f} |")
+                         f"{s['verify_tokens']:.1f} | {v_ms:.2f} | {job(s)} | {bound:.2f} | {eff:.2f} |")
         lines.append("")
         ceiling = overlap_ceiling(runs.get("sps-gguf"), runs.get("duodec", runs[duo[0]]))
         if ceiling:

@@ -1,5 +1,6 @@
 """The draft side of DuoDecoding: the multi-sequence rule, and a drafter that drafts k greedy sequences
 in one `llama_decode` per step (unified KV cache, sequence ids), not one after another."""
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,16 +39,26 @@ def top_two(logits):
 NOT_TOP = (1.0, -1, 0.0)  # odds of a token that was not the draft's top-1: no branch point
 
 
+def top_only(logits):
+    """Per row: the top-1 token, with no odds (NOT_TOP's). Without branches nothing reads the odds, and
+    top_two's probabilities cost a twentieth of a draft step."""
+    return [(t,) + NOT_TOP for t in np.atleast_2d(logits).argmax(1).tolist()]
+
+
 @dataclass
 class Drafts:
     """What one job drafted. seqs[s] starts at absolute position starts[s] of the job's context: the first k
     continue the whole context (the theta rule's sequences), the rest are branches: a runner-up token put at
     an earlier position, continued greedily. odds[s][i]: (top-1 probability, runner-up token, its probability)
-    where seqs[s][i] was chosen as the top-1 ((1, -1, 0) where it was not), for the next job's branch points."""
+    where seqs[s][i] was chosen as the top-1 ((1, -1, 0) where it was not), for the next job's branch points.
+    steps, step_s: the batched decode steps after the first token, and their seconds (the rest of a job's
+    time is its fixed cost: catching up with the context, choosing the first tokens)."""
     seqs: list
     starts: list
     k: int
     odds: list
+    steps: int = 0
+    step_s: float = 0.0
 
     def continuation(self, context, verified):
         """The drafted tokens that continue `verified` (which agrees with `context` up to where it was
@@ -82,6 +93,8 @@ class Drafter:
 
     def first_tokens(self, logits, depth, max_seqs, force_k):
         """The sequences' first tokens, and the logits after the top-1 when the theta rule needed them."""
+        if force_k <= 1 and (max_seqs <= 1 or depth <= 1):
+            return [int(logits.argmax())], None
         p1 = softmax(logits)
         if force_k > 1:
             return [int(t) for t in np.argsort(-p1, kind="stable")[:force_k]], None
@@ -90,11 +103,12 @@ class Drafter:
             return choose_first_tokens(p1, float(softmax(second).max()), max_seqs), second
         return [int(p1.argmax())], None
 
-    def run(self, context, depth, max_seqs, depths=None, cancel=None, force_k=0, branch_at=()):
+    def run(self, context, depth, max_seqs, depths=None, cancel=None, force_k=0, branch_at=(), odds=False):
         """Draft sequences continuing `context`, `depths[k]` tokens each when k sequences are drafted (at
         most `depth`); force_k > 0 skips the theta rule and drafts from the force_k most likely first
         tokens. `branch_at` [(position, token)]: also draft from token put at that position of the context,
-        in the same batches, while sequence slots last. A set `cancel` event cuts the drafting short."""
+        in the same batches, while sequence slots last. A set `cancel` event cuts the drafting short. `odds`:
+        rank each top-1 token against the runner-up (for the next job's branch points), else NOT_TOP."""
         logits = self.sync(context)
         if depth <= 0:
             return Drafts([[]], [len(context)], 1, [[]])
@@ -104,18 +118,22 @@ class Drafter:
         n = max(1, min(depth, depths.get(k, depths[max(depths)])) if depths else depth)
         seqs = [[t] for t in firsts] + [[t] for _, t in branch_at]
         starts = [len(context)] * k + [pos for pos, _ in branch_at]
-        odds = [[top_two(logits)[0][1:]]] + [[NOT_TOP] for _ in seqs[1:]]
+        pick = top_two if odds else top_only
+        odds = [[pick(logits)[0][1:]]] + [[NOT_TOP] for _ in seqs[1:]]
         for s in range(1, len(seqs)):  # branch with sequence ops, not state copies
             self.draft.fork(0, s, starts[s])
+        steps, t0 = 0, time.perf_counter()  # the decode steps after the first token, timed apart
         if n > 1:  # decode every sequence's first token (sequence 0's may already be done)
             rows = [(seqs[s][0], s, True) for s in range(len(seqs)) if s > 0 or second is None]
             last = self.draft.decode(rows) if second is None else np.vstack([second, self.draft.decode(rows)])
+            steps += bool(rows)
         for _ in range(n - 1):
-            for s, (top, p_top, alt, p_alt) in enumerate(top_two(last)):
+            for s, (top, p_top, alt, p_alt) in enumerate(pick(last)):
                 seqs[s].append(top)
                 odds[s].append((p_top, alt, p_alt))
             if len(seqs[0]) == n or (cancel is not None and cancel.is_set()):
                 break
             last = self.draft.decode([(seqs[s][-1], s, True) for s in range(len(seqs))])
+            steps += 1
         self.branches = [(list(context[:starts[s]]) + seqs[s])[:self.draft.lengths[s]] for s in range(len(seqs))]
-        return Drafts(seqs, starts, k, odds)
+        return Drafts(seqs, starts, k, odds, steps, time.perf_counter() - t0)

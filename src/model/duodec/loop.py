@@ -104,6 +104,8 @@ class RoundStats:
         mean = lambda xs, scale=1.0: round(scale * float(np.mean(xs)), 4) if xs else 0.0
         return {"k_hist": {str(k): v for k, v in sorted(self.ks.items())}, "gamma": round(float(np.mean(self.gammas)), 2),
                 "acceptance": round(budget.alpha(), 4), "tree_rounds": self.tree_rounds,
+                "draft_step_ms": round(budget.step * 1e3, 4), "draft_setup_ms": round(budget.setup * 1e3, 4),
+                "forward_scale": round(budget.fwd_scale, 3),
                 "verify_ms": mean(self.verify_s, 1e3), "verify_tokens": round(mean(self.verify_tokens), 2),
                 "free_rounds": self.free_rounds, "free_accepted": self.free_accepted, "branch_hits": self.branch_hits,
                 "target_idle_share": round(self.target_idle / wall, 4) if wall else 0.0,
@@ -128,7 +130,8 @@ def catch_up(worker, stats, seq, room, budget, opt):
     """With nothing pending, wait for draft tokens so the next forward verifies more than one token: one
     sequence, or (tree) k sequences by the theta rule."""
     n = min(opt.catch_up, room)
-    worker.submit(DraftJob(seq, n, opt.max_seqs if opt.tree else 1, budget.depths(n), opt.force_k if opt.tree else 0))
+    worker.submit(DraftJob(seq, n, opt.max_seqs if opt.tree else 1, budget.depths(n), opt.force_k if opt.tree else 0,
+                           odds=opt.branches > 0))
     return stats.wait(worker, catching_up=True)[0]
 
 
@@ -167,7 +170,7 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
         # branches where the pending draft is likeliest to fail
         context = seq + pending
         worker.submit(DraftJob(context, depth, opt.max_seqs if depth > 1 else 1, budget.depths(gamma), opt.force_k,
-                               branch_points(odds, len(seq), opt.branches) if depth > 1 else []))
+                               branch_points(odds, len(seq), opt.branches) if depth > 1 else [], opt.branches > 0))
         t_verify = time.perf_counter()
         if caught is not None and caught.k > 1:
             stats.tree_rounds += 1
@@ -183,7 +186,7 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
             worker.stop_early()  # its drafts continue a rejected token: cut them short
         drafts, draft_s = stats.wait(worker)
         if not first_round:
-            budget.observe(v.fed, stats.verify_s[-1], len(drafts.seqs[0]), draft_s)
+            budget.observe(v.fed, stats.verify_s[-1], draft_s, drafts.steps, drafts.step_s, len(drafts.seqs))
         first_round = False
         gained, nxt = v.gained, v.nxt
         if free:  # looked-up tokens say nothing of the draft's acceptance

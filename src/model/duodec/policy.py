@@ -20,13 +20,14 @@ class Budget:
     """Draft tokens per round (gamma), and each sequence's depth when k sequences share a round.
 
     fixed: --gamma N. time: balance_gamma. acceptance: the gamma that maximises the expected tokens per
-    round, (1 - a^g) / (1 - a) for acceptance a, over the round's time max(T_target(g), g * t_draft),
-    with a the share of draft tokens accepted so far in the question (from a prior of 0.6 over 20 tokens) and
-    T_target a straight line fitted to the measured forward times.
+    round, (1 - a^g) / (1 - a) for acceptance a, over the round's time max(T_target(g), T_draft(g)),
+    with a the share of draft tokens accepted so far in the question (from a prior of 0.6 over 20 tokens),
+    T_target a straight line fitted to the probe's forward times and T_draft(g) a job's fixed cost plus
+    g - 1 steps.
 
-    The times are measured again in the rounds (`observe`): beside the target, the draft steps slower than
-    alone, and a round's forward may feed fewer tokens than gamma (one after a rejection), so `fits` caps a
-    round's draft at what ends within that forward.
+    The times are measured again in the rounds (`observe`), since beside the target the draft steps slower
+    than alone, and its jobs have a fixed cost the probe does not see. A round's forward may also feed fewer
+    tokens than gamma (one after a rejection): `fits` caps its draft at what ends within that forward.
     """
 
     def __init__(self, rule, fixed, draft_step, target_fwd, seq_budget="split", cap=64):
@@ -35,7 +36,7 @@ class Budget:
         ns = np.array(sorted(target_fwd), dtype=float)
         self.slope, self.base = np.polyfit(ns, [target_fwd[int(n)] for n in ns], 1)
         self.time_gamma = balance_gamma(draft_step, target_fwd, cap)
-        self.step, self.fwd_scale = draft_step[1], 1.0
+        self.step, self.setup, self.fwd_scale = draft_step[1], draft_step[1], 1.0  # until rounds measure them
         self.start_question()
 
     def start_question(self):
@@ -50,17 +51,30 @@ class Budget:
         self.accepted += accepted
         self.verified += verified
 
-    def observe(self, fed, verify_s, drafted, draft_s, weight=0.2):
-        """One round's timings: the target's forward over `fed` tokens against the probe's line, and the
-        draft's seconds per token while the target runs. They are the machine's, not the question's, so they
-        carry over between questions."""
+    def step_cost(self, k):
+        """The probe's time of a step over k sequences."""
+        ks = sorted(self.draft_step)
+        return float(np.interp(k, ks, [self.draft_step[x] for x in ks]))
+
+    def observe(self, fed, verify_s, draft_s, steps, step_s, seqs=1, weight=0.2):
+        """One round's timings: the target's forward over `fed` tokens against the probe's line; the draft
+        job's fixed cost (its seconds `draft_s` less its `steps` decode steps over `seqs` sequences, `step_s`
+        seconds) and its seconds per single-sequence step (scaled by the probe's cost of such steps), all
+        while the other side runs. They are the machine's, not the question's, so they carry over between
+        questions."""
         self.fwd_scale += weight * (verify_s / (self.base + self.slope * fed) - self.fwd_scale)
-        if drafted:
-            self.step += weight * (draft_s / drafted - self.step)
+        self.setup += weight * (draft_s - step_s - self.setup)
+        if steps:
+            one = step_s / steps * self.draft_step[1] / self.step_cost(seqs)
+            self.step += weight * (one - self.step)
+
+    def draft_time(self, n):
+        """Seconds to draft n tokens: the job's fixed cost gives the first, each step one more."""
+        return self.setup + (n - 1) * self.step
 
     def fits(self, fed):
         """Draft tokens that end within the target's forward over `fed` tokens: more would make it wait."""
-        return max(1, int(self.fwd_scale * (self.base + self.slope * fed) / self.step))
+        return max(1, 1 + int((self.fwd_scale * (self.base + self.slope * fed) - self.setup) / self.step))
 
     def gamma(self):
         if self.rule == "fixed":
@@ -72,7 +86,7 @@ class Budget:
         a, best, best_rate, tokens, reach = self.alpha(), 1, 0.0, 0.0, 1.0
         for g in range(1, self.cap + 1):
             tokens, reach = tokens + reach, reach * a
-            rate = tokens / max(self.fwd_scale * (self.base + self.slope * g), g * self.step)
+            rate = tokens / max(self.fwd_scale * (self.base + self.slope * g), self.draft_time(g))
             if rate < best_rate:
                 break
             if rate > best_rate:
@@ -82,11 +96,10 @@ class Budget:
     def depths(self, gamma):
         """Each sequence's length for k = 1..max sequences: gamma split k ways (upstream), or as deep
         as the measured cost of k sequences per step allows in gamma single-sequence steps."""
-        ks = sorted(self.draft_step)
-        step = lambda k: float(np.interp(k, ks, [self.draft_step[x] for x in ks]))
+        top = max(self.draft_step)
         if self.seq_budget == "split":
-            return {k: max(1, gamma // k) for k in range(1, max(ks) + 1)}
-        return {k: max(1, int(gamma * self.draft_step[1] / step(k))) for k in range(1, max(ks) + 1)}
+            return {k: max(1, gamma // k) for k in range(1, top + 1)}
+        return {k: max(1, int(gamma * self.draft_step[1] / self.step_cost(k))) for k in range(1, top + 1)}
 
 
 def branch_points(odds, base, slots, floor=0.05):

@@ -40,9 +40,11 @@ class DraftJob:
     depths: dict = None
     force_k: int = 0
     branch_at: list = ()
+    odds: bool = False
 
     def run(self, drafter, cancel):
-        return drafter.run(self.context, self.depth, self.max_seqs, self.depths, cancel, self.force_k, self.branch_at)
+        return drafter.run(self.context, self.depth, self.max_seqs, self.depths, cancel, self.force_k, self.branch_at,
+                           self.odds)
 
 
 def serve(drafter, next_job, send, cancel):
