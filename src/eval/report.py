@@ -21,6 +21,15 @@ from src.eval.answers import AnswerFileError, load  # noqa: E402
 from src.eval.cli import run_cli  # noqa: E402
 from src.eval.host import describe  # noqa: E402
 from src.eval.speed import compare, question_speed  # noqa: E402
+from src.utils import ROOT  # noqa: E402
+
+
+def shown(folder):
+    """A run folder as the repository names it (from its root), so a committed report names no machine's paths."""
+    try:
+        return str(Path(folder).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(folder)
 
 
 def load_run(folder):
@@ -121,7 +130,7 @@ def beside_references(folder, results, references, allow_partial=False):
     head = "| method | this run | " + " | ".join(str(r) for r, _ in refs) + " |"
     lines = ["## This run beside the reference runs", "",
              "Speedup over AR (mean of per-question speeds), median per-question ratio in brackets.", "",
-             f"- this run ({folder}): {describe(machine_of(folder))}"]
+             f"- this run ({shown(folder)}): {describe(machine_of(folder))}"]
     lines += [f"- {r}: {describe(machine_of(r))}" for r, _ in refs]
     lines += ["", head, "|---" * (2 + len(refs)) + "|"]
     cell = lambda f: f"{f['speedup']:.2f} ({f['median_ratio']:.2f})" if f else "-"
@@ -175,7 +184,7 @@ def write_report(folder, references=(), allow_partial=False):
     results = {m: compare(runs[m], runs["ar"], allow_partial, (str(folder / f"{m}.jsonl"), str(folder / "ar.jsonl")))
                for m in methods}
     cats = list(next(iter(results.values())).keys()) if results else []
-    lines = [f"# Report: {folder}", "", f"Machine: {describe(machine_of(folder))}", ""]
+    lines = [f"# Report: {shown(folder)}", "", f"Machine: {describe(machine_of(folder))}", ""]
     lines += setup(runs)
     lines += beside_references(folder, results, references, allow_partial)
     sps = results.get("sps", {})
