@@ -2,8 +2,8 @@
 
     drafter.py  the multi-sequence rule (theta) and the drafter: its sequences in one llama_decode a step
     worker.py   where the drafter runs: its own process (default) or a thread, one dispatch loop for both
-    policy.py   how much to draft: gamma by a fixed value, the paper's time balance or the acceptance;
-                where to branch
+    policy.py   how much to draft: gamma by a fixed value, the paper's time balance or the acceptance,
+                capped by what ends within a round's forward (times measured in the rounds); where to branch
     loop.py     the rounds: verify the pending draft while the next is drafted, then extend
 
 Dynamic multi-sequence drafting: theta = p(1st top-1) * p(2nd top-1); every other first-position token
