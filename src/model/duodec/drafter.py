@@ -93,15 +93,13 @@ class Drafter:
 
     def first_tokens(self, logits, depth, max_seqs, force_k):
         """The sequences' first tokens, and the logits after the top-1 when the theta rule needed them."""
-        if force_k <= 1 and (max_seqs <= 1 or depth <= 1):
-            return [int(logits.argmax())], None
-        p1 = softmax(logits)
         if force_k > 1:
-            return [int(t) for t in np.argsort(-p1, kind="stable")[:force_k]], None
+            return [int(t) for t in np.argsort(-softmax(logits), kind="stable")[:force_k]], None
         if max_seqs > 1 and depth > 1:
+            p1 = softmax(logits)
             second = self.draft.eval([int(p1.argmax())])  # theta needs it; it is also sequence 0's next step
             return choose_first_tokens(p1, float(softmax(second).max()), max_seqs), second
-        return [int(p1.argmax())], None
+        return [int(logits.argmax())], None
 
     def run(self, context, depth, max_seqs, depths=None, cancel=None, force_k=0, branch_at=(), odds=False):
         """Draft sequences continuing `context`, `depths[k]` tokens each when k sequences are drafted (at

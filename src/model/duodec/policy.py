@@ -68,13 +68,17 @@ class Budget:
             one = step_s / steps * self.draft_step[1] / self.step_cost(seqs)
             self.step += weight * (one - self.step)
 
+    def forward_time(self, n):
+        """Seconds of the target's forward over n tokens: the probe's line, scaled as the rounds measured it."""
+        return self.fwd_scale * (self.base + self.slope * n)
+
     def draft_time(self, n):
         """Seconds to draft n tokens: the job's fixed cost gives the first, each step one more."""
         return self.setup + (n - 1) * self.step
 
     def fits(self, fed):
         """Draft tokens that end within the target's forward over `fed` tokens: more would make it wait."""
-        return max(1, 1 + int((self.fwd_scale * (self.base + self.slope * fed) - self.setup) / self.step))
+        return max(1, 1 + int((self.forward_time(fed) - self.setup) / self.step))
 
     def gamma(self):
         if self.rule == "fixed":
@@ -86,7 +90,7 @@ class Budget:
         a, best, best_rate, tokens, reach = self.alpha(), 1, 0.0, 0.0, 1.0
         for g in range(1, self.cap + 1):
             tokens, reach = tokens + reach, reach * a
-            rate = tokens / max(self.fwd_scale * (self.base + self.slope * g), self.draft_time(g))
+            rate = tokens / max(self.forward_time(g), self.draft_time(g))
             if rate < best_rate:
                 break
             if rate > best_rate:
