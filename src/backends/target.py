@@ -1,4 +1,5 @@
 """Target backend: an HF causal LM with a transformers DynamicCache that the methods extend and roll back."""
+import re
 from pathlib import Path
 
 import torch
@@ -9,6 +10,28 @@ from src.backends.twin import enlarge, parse_shape, twin_config
 
 class ModelLoadError(RuntimeError):
     pass
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PADDING = re.compile(r"\[PAD\d+\]")  # what a GGUF pads its token list with, up to the embedding rows
+
+
+def padding_start(tokenizer):
+    """Where the padding entries at the end of the vocabulary begin: no text encodes to them, and their
+    embedding rows are untrained, so no method may propose or emit them."""
+    n = len(tokenizer)
+    while n > 0 and PADDING.fullmatch(tokenizer.convert_ids_to_tokens(n - 1) or ""):
+        n -= 1
+    return n
+
+
+def stop_ids(model, tokenizer):
+    """Every id that ends an answer: the generation config's EOS ids (Qwen's chat models list <|im_end|> and
+    <|endoftext|>) and the tokenizer's EOS."""
+    config = getattr(model, "generation_config", None)
+    ids = getattr(config, "eos_token_id", None)
+    ids = ids if isinstance(ids, (list, tuple)) else [ids]
+    return frozenset(int(i) for i in [*ids, tokenizer.eos_token_id] if i is not None)
 
 
 def pick_device(device=None):
@@ -56,6 +79,8 @@ class Target:
         else:  # inputs go where the embeddings live
             self.device = self.model.get_input_embeddings().weight.device
         self.model.eval()
+        self.stop_ids = stop_ids(self.model, self.tokenizer)
+        self.n_real = padding_start(self.tokenizer)  # logits past it are masked
         self.max_length = getattr(self.config, "max_position_embeddings", None)
         self.cache = None
         self.path, self.twin = path, twin
@@ -86,7 +111,10 @@ class Target:
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask.to(self.device)
         out = self.model(input_ids=ids, cache=self.cache, use_cache=True, **kwargs)
-        return out.logits[0].float()
+        logits = out.logits[0].float()
+        if self.n_real < logits.shape[-1]:
+            logits[:, self.n_real:] = float("-inf")
+        return logits
 
     def prefill(self, tokens):
         """Reset the cache and run the prompt; return the logits of its last position."""

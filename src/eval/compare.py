@@ -19,7 +19,7 @@ from src.eval.cli import run_cli
 from src.eval.host import host_tag, machine
 from src.eval.inference import Run, add_common_args, close_run, run_eval, run_settings
 from src.eval.report import print_beside, write_report
-from src.eval.questions import BENCHES, questions_for
+from src.eval.questions import BENCHES, per_category, questions_for
 from src.eval.speed import compare, table
 from src.model import load_draft, load_target, method_args
 from src.model.base import Sampling
@@ -33,6 +33,11 @@ VARIANTS = {
     "pld": ("pld", None, []),
     "rest": ("rest", None, []),
     "duodec": ("duodec", "gguf", []),
+    # the peers a user already has: the target given every core, and transformers' own generate()
+    "ar-all-cores": ("ar", None, ["--all-cores"]),
+    "hf-ar": ("hf", None, ["--mode", "ar"]),
+    "hf-assisted": ("hf", "hf", ["--mode", "assisted"]),
+    "hf-lookup": ("hf", None, ["--mode", "lookup"]),
     # ablations: the paper's scheme, then one lever of the default undone (or an option added) at a time
     "duodec-paper": ("duodec", "gguf", ["--max-seqs", "8", "--gamma-rule", "time", "--lookup-ngram", "0",
                                        "--no-fit"]),
@@ -47,7 +52,7 @@ VARIANTS = {
     "duodec-time": ("duodec", "gguf", ["--gamma-rule", "time"]),
     "duodec-tree": ("duodec", "gguf", ["--verify", "tree", "--max-seqs", "8", "--catch-up", "4"]),
 }
-MAIN = ["ar", "sps", "sps-gguf", "pld", "rest", "duodec"]
+MAIN = ["ar", "ar-all-cores", "hf-ar", "hf-assisted", "hf-lookup", "sps", "sps-gguf", "pld", "rest", "duodec"]
 ABLATIONS = [name for name in VARIANTS if name.startswith("duodec-")]
 
 
@@ -58,9 +63,13 @@ def parser():
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--out", default=None, help="a new folder for this run (default: under results/)")
     where.add_argument("--resume", default=None, help="continue the run in this folder")
+    ap.add_argument("--under", default=None, help="where new run folders go, as UNDER/runs/<date>-<host>/ "
+                    "(default: results/<bench>-<device>)")
     ap.add_argument("--bench", default="demo", choices=sorted(BENCHES))
     ap.add_argument("--question-file", default=None)
     ap.add_argument("--limit", type=positive, default=None)
+    ap.add_argument("--per-category", type=positive, default=None,
+                    help="the first N questions of each category, categories taking turns (before --limit)")
     ap.add_argument("--hf-draft", default="demo-draft", help="the draft of 'sps' (HF, on the target's device)")
     ap.add_argument("--gguf-draft", default="demo-draft-gguf", help="the draft of the llama.cpp variants")
     ap.add_argument("--time-budget", type=positive, default=None, help="seconds: start no question after "
@@ -83,7 +92,8 @@ def run_folder(args, host):
         folder = Path(args.out)
     else:
         device = "gpu" if host["gpu"] != "none" and args.device != "cpu" else "cpu"
-        folder = ROOT / "results" / f"{args.bench}-{device}" / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{host_tag(host)}"
+        under = Path(args.under) if args.under else ROOT / "results" / f"{args.bench}-{device}"
+        folder = under / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{host_tag(host)}"
     if folder.is_dir() and any(folder.glob("*.jsonl")):
         sys.exit(f"error: {folder} holds an earlier run's answers: pass --resume {folder} to continue it, "
                  f"or another --out")
@@ -93,17 +103,21 @@ def run_folder(args, host):
 
 def make_runs(names, args, target, folder):
     drafts = {"hf": args.hf_draft, "gguf": args.gguf_draft}
-    runs, loaded = [], []
+    runs, loaded, hf_draft = [], [], None
     for name in names:
         method, kind, flags = VARIANTS[name]
         module, margs = method_args(method, flags)
-        draft = load_draft(module, method, drafts.get(kind), target, args.draft_threads, args.draft_repack)
+        if kind == "hf" and hf_draft is not None:
+            draft = hf_draft  # one HF draft serves every variant: they run one after another
+        else:
+            draft = load_draft(module, method, drafts.get(kind), target, args.draft_threads, args.draft_repack)
+            hf_draft = draft if kind == "hf" else hf_draft
         forward = module.make(margs, target, draft)
         settings = {"variant": name,
                     **run_settings(args, method, drafts.get(kind), target, draft, forward, target.template)}
         config = {"variant": name, "method": method, "target": args.target, "draft": drafts.get(kind),
                   "bench": args.bench, "question_file": args.question_file,
-                  **{k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")},
+                  **{k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "dtype")},
                   "method_flags": vars(margs)}
         runs.append(Run(name, forward, folder / f"{name}.jsonl", settings, config))
         loaded.append(draft)
@@ -119,7 +133,10 @@ def main(argv=None):
     if unknown:
         ap.error(f"--methods: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     started, host = time.monotonic(), machine()
-    questions = questions_for(args.bench, args.question_file)[:args.limit]
+    questions = questions_for(args.bench, args.question_file)
+    if args.per_category:
+        questions = per_category(questions, args.per_category)
+    questions = questions[:args.limit]
     folder = run_folder(args, host)
     with answers.locked([folder / f"{name}.jsonl" for name in names]):  # one writer, before any model loads
         measure(args, names, folder, host, questions, started)
@@ -131,7 +148,7 @@ def main(argv=None):
 
 
 def measure(args, names, folder, host, questions, started):
-    target = load_target(args.target, args.device, args.target_threads, args.device_map)
+    target = load_target(args.target, args.device, args.target_threads, args.device_map, args.dtype)
     runs, drafts = make_runs(names, args, target, folder)
     (folder / "machine.json").write_text(json.dumps(host, indent=1) + "\n")
     try:

@@ -1,4 +1,5 @@
-"""Prompts: fschat conversation templates for chat models, the raw text for code and base models."""
+"""Prompts: the model's own chat template, fschat conversation templates (the upstream grid's chat models), or
+the raw text for code and base models."""
 from fastchat.conversation import get_conv_template
 
 
@@ -6,8 +7,32 @@ class PromptError(ValueError):
     pass
 
 
+def messages(turns, answers):
+    """The conversation up to the last of `turns`, as chat messages."""
+    out = []
+    for i, turn in enumerate(turns):
+        out.append({"role": "user", "content": turn})
+        if i < len(turns) - 1:
+            out.append({"role": "assistant", "content": answers[i]})
+    return out
+
+
+def prompt_ids(tokenizer, template, turns, answers):
+    """The token ids of the prompt for the last of `turns`. "chat" renders the tokenizer's own chat template
+    with the generation prompt, exactly as `apply_chat_template` tokenizes it."""
+    if template == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise PromptError("template 'chat': the target's tokenizer has no chat template (pass --template raw "
+                              "or an fschat name)")
+        return list(tokenizer.apply_chat_template(messages(turns, answers), add_generation_prompt=True,
+                                                  tokenize=True, return_dict=True)["input_ids"])
+    return tokenizer(build_prompt(template, turns, answers))["input_ids"]
+
+
 def build_prompt(template, turns, answers):
-    """The prompt for the last of `turns`, after the earlier turns and their `answers`."""
+    """The prompt text for the last of `turns`, after the earlier turns and their `answers`."""
+    if template == "chat":
+        raise PromptError("template 'chat' is rendered by the tokenizer: use prompt_ids")
     if template == "raw":
         parts = []
         for i, turn in enumerate(turns):

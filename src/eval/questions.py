@@ -9,7 +9,8 @@ SPEC_BENCH = ["mt_bench", "translation", "summarization", "qa", "math_reasoning"
 BENCHES = {name: [name] for name in SPEC_BENCH}
 # MT-bench questions carry MT-bench's own categories; Spec-Bench reports them together as mt_bench
 MT_BENCH_CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
-BENCHES.update({"spec_bench": SPEC_BENCH, "humaneval": ["humaneval"], "demo": ["code", "code-cont"]})
+BENCHES.update({"spec_bench": SPEC_BENCH, "humaneval": ["humaneval"], "spec_bench_humaneval": SPEC_BENCH + ["humaneval"],
+                "demo": ["code", "code-cont"]})
 
 
 class QuestionFileError(ValueError):
@@ -87,6 +88,15 @@ def load_questions(path):
             raise QuestionFileError(f"{path}: question id {q['question_id']!r} appears twice")
         seen.add(q["question_id"])
     return out
+
+
+def per_category(questions, n):
+    """The first n questions of each category, taken in turns (one of each category, then the next), so that a
+    run cut short by a time budget still covers every category."""
+    by_cat = {}
+    for q in questions:
+        by_cat.setdefault(q["category"], []).append(q)
+    return [qs[i] for i in range(n) for qs in by_cat.values() if i < len(qs)]
 
 
 def questions_for(bench=None, question_file=None):

@@ -1,6 +1,6 @@
 """Decoding methods, one module each. A method module provides
 
-    DRAFT = None | "any" | "gguf"   what --draft it needs (any = an HF dir or a GGUF file)
+    DRAFT = None | "any" | "gguf" | "optional-hf"   what --draft it needs (any = an HF dir or a GGUF file)
     add_args(group)                 its own flags (optional), in its own argument group
     check_args(args)                checks between its flags that argparse cannot express (optional)
     make(args, target, draft=None)  -> forward(prompt_ids, max_new_tokens, sampling, gen) -> Generation
@@ -20,7 +20,11 @@ METHODS = {
     "pld": "src.model.pld",
     "rest": "src.model.rest",
     "duodec": "src.model.duodec",
+    "hf": "src.model.hf_generate",
 }
+
+
+DRAFT_CONTEXT = 8192  # the most a llama.cpp draft holds
 
 
 class NotImplementedMethod(ValueError):
@@ -70,12 +74,14 @@ def check_method_args(module, args, ap):
         ap.error(problem)
 
 
-def load_target(name_or_path, device=None, threads=None, device_map=None):
-    from src.backends.target import Target
+def load_target(name_or_path, device=None, threads=None, device_map=None, dtype="auto"):
+    """`dtype`: auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16; every method uses the same."""
+    from src.backends.target import DTYPES, Target
     from src.utils import resolve
 
     path, entry = resolve(name_or_path, "--target")
-    target = Target(path, device=device, threads=threads, device_map=device_map, twin=entry.get("twin"))
+    target = Target(path, device=device, threads=threads, device_map=device_map, twin=entry.get("twin"),
+                    dtype=DTYPES.get(dtype))
     # the registry name (a twin's source's) finds per-model data such as REST's datastore
     target.name = str(name_or_path).split(":", 2)[-1]
     target.template = entry.get("template", "raw")
@@ -95,22 +101,27 @@ def load_draft(module, name, draft_name, target, threads=1, repack="auto"):
     from src.utils import resolve
 
     need = getattr(module, "DRAFT", None)
-    if need is None:
+    if need is None or (need == "optional-hf" and not draft_name):
         return None
     if not draft_name:
         raise ValueError(f"method {name!r} needs --draft (a registry name or path)")
     draft_path, entry = resolve(draft_name, "--draft")
-    if Path(draft_path).is_dir():
+    hf = Path(draft_path).is_dir()
+    if hf and need == "gguf":
+        raise ValueError(f"method {name!r} needs a GGUF draft run by llama.cpp, not {draft_path} "
+                         f"(python -m src.tools.convert_to_gguf converts it)")
+    if not hf and need == "optional-hf":
+        raise ValueError(f"method {name!r} takes an HF directory as --draft, not {draft_path}")
+    if hf:
         from src.backends.target import Target
-        if need == "gguf":
-            raise ValueError(f"method {name!r} needs a GGUF draft run by llama.cpp, not {draft_path} "
-                             f"(python -m src.tools.convert_to_gguf converts it)")
         draft = Target(draft_path, device=str(target.device), dtype=target.dtype, twin=entry.get("twin"))
         if len(draft.tokenizer) != len(target.tokenizer) or draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise ValueError(f"draft {draft_path} does not share the target's tokenizer")
         return draft
     from src.backends.draft import Draft, check_vocab
-    draft = Draft(draft_path, threads=threads or default_draft_threads(target), n_ctx=target.max_length or 4096,
-                  repack=repack)
+    # a long context costs memory and every whole-cache walk of llama.cpp's; prompts are checked against it
+    n_ctx = min(target.max_length or DRAFT_CONTEXT, DRAFT_CONTEXT)
+    draft = Draft(draft_path, threads=threads or default_draft_threads(target), n_ctx=n_ctx, repack=repack)
     check_vocab(draft, target.tokenizer)
+    target.max_length = n_ctx
     return draft

@@ -1,21 +1,52 @@
 """Autoregressive decoding: one target forward per token. The baseline every method must match."""
+import os
+
+import torch
+
 from src.model.base import Clock, finish
 from src.verify import distributions, sample
 
 
+def add_args(ap):
+    ap.add_argument("--all-cores", action="store_true",
+                    help="ar: give a CPU target every core this process may use, for this method's turns only "
+                         "(the peer of a method that spends a core on its draft)")
+
+
 def generate(target, prompt_ids, max_new_tokens, sampling, gen=None):
+    """Also records, under greedy decoding, the target's top-2 logit gap at every token: where another
+    method's answer first differs from AR's, the gap there tells a floating-point near-tie from a bug."""
     clock = Clock()
     logits = target.prefill(prompt_ids)
-    tokens = []
+    tokens, gaps = [], []
     while True:
         tok = sample(distributions(logits[None], sampling.temperature, sampling.top_k, sampling.top_p)[0], gen)
         clock.first_token()
         tokens.append(tok)
-        if tok == target.eos_token_id or len(tokens) >= max_new_tokens:
+        if sampling.greedy:
+            top = logits.topk(2).values
+            gaps.append(round(float(top[0] - top[1]), 5))
+        if tok in target.stop_ids or len(tokens) >= max_new_tokens:
             break
         logits = target.forward([tok])[-1]
-    return finish(tokens, target.eos_token_id, max_new_tokens, [1] * len(tokens), clock)
+    out = finish(tokens, target.stop_ids, max_new_tokens, [1] * len(tokens), clock)
+    if gaps:
+        out.stats["top2_gap"] = gaps[:len(out.token_ids) + 1]
+    return out
 
 
 def make(args, target, draft=None):
-    return lambda prompt_ids, max_new_tokens, sampling, gen: generate(target, prompt_ids, max_new_tokens, sampling, gen)
+    cores = len(os.sched_getaffinity(0)) if args.all_cores else None
+
+    def forward(prompt_ids, max_new_tokens, sampling, gen):
+        if cores is None:
+            return generate(target, prompt_ids, max_new_tokens, sampling, gen)
+        before = torch.get_num_threads()
+        torch.set_num_threads(cores)
+        try:
+            return generate(target, prompt_ids, max_new_tokens, sampling, gen)
+        finally:
+            torch.set_num_threads(before)
+
+    forward.settings = {"target_threads": cores} if cores else {}
+    return forward

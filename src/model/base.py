@@ -42,12 +42,18 @@ class Clock:
             self.ttft = time.perf_counter() - self.t0
 
 
-def finish(tokens, eos_id, max_new_tokens, accept_lengths, clock, stats=None):
-    """Cut the output at EOS (excluded) or at max_new_tokens."""
+def stopped(tokens, stop_ids):
+    """Whether `tokens` hold one of the model's stop ids (Qwen's <|im_end|> and <|endoftext|>, say)."""
+    return not stop_ids.isdisjoint(tokens)
+
+
+def finish(tokens, stop_ids, max_new_tokens, accept_lengths, clock, stats=None):
+    """Cut the output at the first stop id (excluded) or at max_new_tokens."""
     stop = "length"
-    if eos_id is not None and eos_id in tokens[:max_new_tokens]:
-        tokens, stop = tokens[:tokens.index(eos_id)], "eos"
     tokens = tokens[:max_new_tokens]
+    end = next((i for i, t in enumerate(tokens) if t in stop_ids), None)
+    if end is not None:
+        tokens, stop = tokens[:end], "eos"
     return Generation(tokens, accept_lengths, clock.ttft or 0.0, stop, stats or {})
 
 
@@ -78,14 +84,15 @@ def decode_loop(target, prompt_ids, max_new_tokens, step):
     if len(prompt_ids) > 1:
         target.forward(prompt_ids[:-1])
     seq, new, accepts = list(prompt_ids), [], []
-    eos = target.eos_token_id
-    while len(new) < max_new_tokens and eos not in new:
+    done = False
+    while len(new) < max_new_tokens and not done:
         gained = step(seq, max_new_tokens - len(new) - 1)
         clock.first_token()
         seq += gained
         new += gained
         accepts.append(len(gained))
-    return finish(new, eos, max_new_tokens, accepts, clock)
+        done = stopped(gained, target.stop_ids)
+    return finish(new, target.stop_ids, max_new_tokens, accepts, clock)
 
 
 def speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen, propose):

@@ -1,9 +1,10 @@
-"""Convert an HF Llama directory to a GGUF that llama.cpp loads with the same token ids.
+"""Convert an HF Llama or Qwen2 directory to a GGUF that llama.cpp loads with the same token ids.
 
     python -m src.tools.convert_to_gguf HF_DIR OUT.gguf --dtype f32|f16|q8_0|q4_0|q4_k_m|q5_k_m
 
 The tensors go through the `gguf` package's writer and name map. Two tokenizer kinds are embedded:
-byte-level BPE (llama.cpp "gpt2") and SentencePiece-style BPE with byte fallback ("llama").
+byte-level BPE (llama.cpp "gpt2", with Qwen2's pre-tokenizer for Qwen2 models) and SentencePiece-style BPE
+with byte fallback ("llama"); the chat template goes along.
 Quantized types are made as llama.cpp makes them: an f16 GGUF first, then llama.cpp's own quantizer
 (`llama_model_quantize`), which also picks the mixed per-tensor types of Q4_K_M and Q5_K_M.
 """
@@ -23,6 +24,9 @@ FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTL
 QUANT_TYPES = {"q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
                "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M, "q5_k_m": gguf.LlamaFileType.MOSTLY_Q5_K_M}
 DTYPES = [*FILE_TYPES, *QUANT_TYPES]
+# model_type -> (llama.cpp architecture, q/k rows permuted to llama.cpp's rotary layout, byte-level BPE pre-tokenizer).
+# Qwen2 uses NeoX-style rotary embeddings, which llama.cpp reads in HF's layout; its q/k/v biases map by name.
+ARCHS = {"llama": (gguf.MODEL_ARCH.LLAMA, True, "gpt-2"), "qwen2": (gguf.MODEL_ARCH.QWEN2, False, "qwen2")}
 
 
 def rotary_permute(w, n_heads):
@@ -61,17 +65,19 @@ def merge_scores(tokens, merges, types):
             for i, t in enumerate(tokens)]
 
 
-def add_tokenizer(writer, hf_dir, cfg):
+def add_tokenizer(writer, hf_dir, cfg, pre="gpt-2"):
     tok = json.loads((Path(hf_dir) / "tokenizer.json").read_text())
     model = tok["model"]
     if model["type"] != "BPE":
         raise ValueError(f"unsupported tokenizer model {model['type']!r}; only BPE tokenizers are converted")
     vocab = dict(model["vocab"])
-    specials = {}
+    specials, user_defined = {}, set()
     for added in tok.get("added_tokens", []):
         vocab[added["content"]] = added["id"]
         if added.get("special"):
             specials[added["content"]] = added["id"]
+        else:  # matched whole in the text, as llama.cpp's own converter marks them
+            user_defined.add(added["content"])
     n_vocab = cfg.vocab_size
     tokens = [f"[PAD{i}]" for i in range(n_vocab)]
     for text, i in vocab.items():
@@ -83,6 +89,8 @@ def add_tokenizer(writer, hf_dir, cfg):
             types[i] = gguf.TokenType.UNUSED
         elif text in specials:
             types[i] = gguf.TokenType.UNKNOWN if text == model.get("unk_token") else gguf.TokenType.CONTROL
+        elif text in user_defined:
+            types[i] = gguf.TokenType.USER_DEFINED
     sentencepiece_style = bool(model.get("byte_fallback"))
     if sentencepiece_style:
         writer.add_tokenizer_model("llama")
@@ -92,7 +100,7 @@ def add_tokenizer(writer, hf_dir, cfg):
         writer.add_token_scores(merge_scores(tokens, model.get("merges", []), types))
     else:
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("gpt-2")
+        writer.add_tokenizer_pre(pre)
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
         if not merges:
             raise ValueError("byte-level BPE tokenizer without merges: llama.cpp cannot load it")
@@ -110,6 +118,10 @@ def add_tokenizer(writer, hf_dir, cfg):
     post = json.dumps(tok.get("post_processor") or {})
     writer.add_add_bos_token(sentencepiece_style or '"<s>"' in post or tcfg.get("add_bos_token", False))
     writer.add_add_eos_token(False)
+    template = Path(hf_dir) / "chat_template.jinja"
+    template = template.read_text() if template.exists() else tcfg.get("chat_template")
+    if isinstance(template, str):
+        writer.add_chat_template(template)
 
 
 def quantize(in_path, out_path, dtype, threads=0):
@@ -146,14 +158,15 @@ def write_gguf(hf_dir, out_path, dtype):
     if not (hf_dir / "config.json").exists():
         raise FileNotFoundError(f"{hf_dir} is not an HF model directory (no config.json)")
     cfg = AutoConfig.from_pretrained(hf_dir)
-    if cfg.model_type != "llama":
-        raise ValueError(f"only Llama models are converted, not {cfg.model_type!r}")
+    if cfg.model_type not in ARCHS:
+        raise ValueError(f"only {' and '.join(ARCHS)} models are converted, not {cfg.model_type!r}")
+    arch, permute, pre = ARCHS[cfg.model_type]
     n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
     rope = getattr(cfg, "rope_parameters", None) or {}
     rope_theta = rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
 
-    writer = gguf.GGUFWriter(str(out_path), "llama")
+    writer = gguf.GGUFWriter(str(out_path), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_name(hf_dir.name)
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
@@ -166,9 +179,9 @@ def write_gguf(hf_dir, out_path, dtype):
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_file_type(FILE_TYPES[dtype])
-    add_tokenizer(writer, hf_dir, cfg)
+    add_tokenizer(writer, hf_dir, cfg, pre)
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
+    names = gguf.get_tensor_name_map(arch, cfg.num_hidden_layers)
     for hf_name, tensor in load_state(hf_dir).items():
         if hf_name.endswith("rotary_emb.inv_freq"):
             continue
@@ -176,9 +189,9 @@ def write_gguf(hf_dir, out_path, dtype):
         if name is None:
             raise ValueError(f"cannot map tensor {hf_name!r} to GGUF")
         data = tensor.float().numpy()
-        if hf_name.endswith("q_proj.weight"):
+        if permute and hf_name.endswith("q_proj.weight"):
             data = rotary_permute(data, n_head)
-        elif hf_name.endswith("k_proj.weight"):
+        elif permute and hf_name.endswith("k_proj.weight"):
             data = rotary_permute(data, n_kv)
         if data.ndim == 1 or dtype == "f32":  # norms stay f32, as llama.cpp expects
             writer.add_tensor(name, data.astype(np.float32))

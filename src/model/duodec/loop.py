@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from src.model.base import Clock, chain_step, finish, tree_step
+from src.model.base import Clock, chain_step, finish, stopped, tree_step
 from src.model.duodec.policy import branch_points
 from src.model.duodec.worker import DraftJob
 from src.model.pld import NgramIndex
@@ -146,12 +146,12 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
     clock, stats = Clock(), RoundStats()
     target.reset()
     budget.start_question()
-    eos = target.eos_token_id
     seq, new, accepts = list(prompt_ids), [], []
     pending, odds = [], []  # draft tokens to verify next, and the draft's odds for each
     first_round = True
     index = NgramIndex(opt.lookup_ngram, opt.lookup_ngram) if opt.lookup_ngram else None
-    while len(new) < max_new_tokens and eos not in new:
+    done = False
+    while len(new) < max_new_tokens and not done:
         room = max_new_tokens - len(new) - 1
         gamma = budget.gamma()
         stats.gammas.append(gamma)
@@ -203,8 +203,9 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
         seq += gained
         new += gained
         accepts.append(len(gained))
+        done = stopped(gained, target.stop_ids)
         # what the draft holds beyond the verified tokens: a sequence that continues the accepted first
         # token, or the branch that put the target's own token where the pending draft failed
         pending, odds = drafts.continuation(context, seq)
         stats.branch_hits += bool(pending) and not v.held
-    return finish(new, eos, max_new_tokens, accepts, clock, stats.as_dict(budget))
+    return finish(new, target.stop_ids, max_new_tokens, accepts, clock, stats.as_dict(budget))
