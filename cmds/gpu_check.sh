@@ -8,7 +8,9 @@
 # Speedups measured so are the paper regime's at the demo pair's acceptance, not Llama-2's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# the project's environment where cmds/test.sh or demo.sh made one; else the machine's python (a GPU image)
 py=${PYTHON:-python3}
+[ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && py=.venv/bin/python
 limit=20 budget=330 smoke=0
 while [ $# -gt 0 ]; do
   case $1 in

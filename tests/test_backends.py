@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.backends.draft import Draft, DraftLoadError, VocabMismatchError, check_vocab, top_k_logprobs
+from src.backends.draft import Draft, DraftLoadError, VocabMismatchError, check_vocab
 from src.backends.target import ModelLoadError, Target
 from src.tools.convert_to_gguf import convert
 from src.utils import ModelNotFound, resolve
@@ -62,12 +62,6 @@ def test_draft_rollback_and_batched_sequences(tiny):
     alone = d.eval([ids[9]])
     assert np.allclose(both[1], alone, atol=1e-5)
     assert np.allclose(both[0], full[5], atol=1e-5)
-
-
-def test_top_k_logprobs():
-    ids, lp = top_k_logprobs(np.array([0.0, 3.0, 1.0, 2.0]), 2)
-    assert ids.tolist() == [1, 3]
-    assert np.isclose(np.exp(lp).sum(), (np.exp([3.0, 2.0]) / np.exp([0.0, 3, 1, 2]).sum()).sum())
 
 
 def test_target_rollback_and_tree(tiny):

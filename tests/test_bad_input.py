@@ -70,6 +70,11 @@ BAD_FLAGS = [
     (["--method", "duodec", "--gamma", "0"], "--gamma"),
     (["--method", "duodec", "--max-seqs", "0"], "--max-seqs"),
     (["--method", "pld", "--min-ngram", "4"], "--min-ngram"),
+    (["--method", "duodec", "--verify", "tree"], "--catch-up"),
+    (["--method", "duodec", "--no-multiseq", "--max-seqs", "4"], "--no-multiseq"),
+    (["--method", "duodec", "--worker", "thread", "--spin-ms", "5"], "--spin-ms"),
+    (["--method", "duodec", "--mode", "sometimes"], "--mode"),
+    (["--dtype", "int4"], "--dtype"),
     (["--draft-threads", "0"], "--draft-threads"),
     (["--shard-index", "3", "--num-shards", "2"], "--shard-index"),
     (["--device", "gpu"], "--device"),
@@ -78,10 +83,16 @@ BAD_FLAGS = [
 
 
 @pytest.mark.parametrize("flags,words", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
-def test_bad_flag_is_one_line_before_loading(qfile, tmp_path, flags, words):
+def test_bad_flag_is_one_line_before_loading(qfile, tmp_path, flags, words, capsys, monkeypatch):
+    """In-process (the entry point's own run_cli), so that no interpreter starts per flag."""
+    from src.eval.cli import run_cli
+    from src.eval.inference import main
+    monkeypatch.setattr("src.eval.inference.load_target", lambda *a, **k: pytest.fail("a model loaded"))
     out = tmp_path / "a.jsonl"
-    p = cli("src.eval.inference", "--question-file", qfile, "--answer-file", out, *flags)
-    one_error(p, 2, words)
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, ["--question-file", str(qfile), "--answer-file", str(out), *flags])
+    err = capsys.readouterr().err
+    one_error(subprocess.CompletedProcess([], e.value.code, "", err), 2, words)
     assert not out.exists()
 
 

@@ -118,6 +118,7 @@ def test_ngram_index_finds_what_a_scan_finds(chunks, max_ngram, num_pred):
         assert index.lookup(seq, num_pred) == scan_lookup(seq, max_ngram, 1, num_pred), seq
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sps", "pld", "rest"])
 def test_sampling_matches_ar_distribution(tiny_vocab, tmp_path, name):
     target = Target(tiny_vocab["target"])

@@ -52,3 +52,15 @@ def test_peer_variants_answer_as_ar_does(tiny, tmp_path):
             assert sum(c["accept_lengths"]) >= c["new_tokens"][0]  # the streamer saw every step
     settings = answers.load(out / "hf-lookup.jsonl")[0]["choices"][0]["settings"]
     assert settings["mode"] == "lookup" and settings["lookup_tokens"] == 10
+
+
+@pytest.mark.slow
+def test_load_benchmark_runs_end_to_end(tmp_path):
+    """`cmds/load_cpu.sh`'s script, small: the demo comparison quiet and beside a load that comes and goes; the
+    load process is gone afterwards."""
+    from src.tools.bench_load import main as bench_main
+    bench_main(["--limit", "2", "--period", "0.3", "--conditions", "quiet,intermittent", "--out", str(tmp_path)])
+    table = (tmp_path / "table.md").read_text()
+    assert "| quiet |" in table and "| intermittent |" in table
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert sum(summary["intermittent"]["duodec_mode_rounds"].values()) > 0

@@ -67,6 +67,10 @@ def test_batched_sequences_match_drafting_each_alone(tiny):
     dict(verify="tree", max_seqs=8, catch_up=4),
     dict(branches=0, lookup_ngram=0),          # neither branches nor free candidates
     dict(branches=4, lookup_ngram=0, worker="process", pin_cores=True),
+    dict(mode="sequential"),                   # draft, then verify
+    dict(mode="sequential-all", worker="process"),  # each side on every core in its turn
+    dict(mode="none", lookup_ngram=2),         # the target alone with free candidates
+    dict(mode="auto"),                         # the mode chosen by measured rates, re-measured now and then
 ])
 def test_greedy_identical_to_ar(tiny, variant):
     target = Target(tiny["target"])
@@ -89,7 +93,7 @@ def test_greedy_identical_to_ar(tiny, variant):
             for i in range(len(prompts)):
                 greedy_mismatches(target, prompts[i:i + 1], outs[i:i + 1], 64 if i % 2 else 40, f"{name} {variant}")
             print(name, variant, "mean accepted", round(sum(acc) / len(acc), 2), "k", ks, "stops", stops)
-            if name == "same":  # the draft agrees, so first-token checks happen after every round
+            if name == "same" and variant.get("mode") != "none":  # the draft agrees: first-token checks every round
                 assert max(acc) > 2
                 if variant.get("force_seqs"):
                     assert set(ks) <= {"1", "3"} and "3" in ks
@@ -129,6 +133,7 @@ def test_branches_answer_rejections_and_stay_greedy(tiny_vocab):
         fwd.close()
 
 
+@pytest.mark.slow
 def test_sampling_matches_ar_distribution(tiny_vocab):
     target = Target(tiny_vocab["target"])
     fwd = duodec.make(args(force_seqs=3, gamma="3"), target, Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=512))
@@ -141,6 +146,7 @@ def test_sampling_matches_ar_distribution(tiny_vocab):
         fwd.close()
 
 
+@pytest.mark.slow
 def test_sampling_with_tree_verification_matches_ar_distribution(tiny_vocab):
     target = Target(tiny_vocab["target"])
     fwd = duodec.make(args(force_seqs=3, gamma="3", verify="tree", catch_up=3), target,
@@ -191,7 +197,7 @@ def test_process_worker_spins_only_during_an_answer(tiny):
         time.sleep(0.6)
         assert cpu_seconds(fwd.worker.proc.pid) - before < 0.1
         fwd.worker.spin(True)  # as during an answer: it polls without sleeping for spin_ms
-        fwd.worker.submit(duodec.DraftJob([1, 5, 6], 1, 1))
+        fwd.worker.submit(duodec.DraftJob(context=[1, 5, 6], depth=1, max_seqs=1))
         fwd.worker.result()
         before = cpu_seconds(fwd.worker.proc.pid)
         time.sleep(0.3)
@@ -303,6 +309,7 @@ def test_theta_rule_drafts_several_sequences_when_unsure(tiny_vocab):
     assert max(ks) > 1, ks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4", branches=0), dict(gamma="4", catch_up=0, max_seqs=8),
                                      dict(gamma="6", branches=3, lookup_ngram=2, catch_up=4)],
                          ids=["k=3 forced", "theta rule", "branches and free candidates"])
@@ -331,3 +338,47 @@ def test_sampling_over_pipelined_rounds(tiny_vocab, variant):
         assert n > 5000 and pval > 0.01
     finally:
         fwd.close()
+
+
+def test_mode_priors_by_hand():
+    """Probe: forward 10 ms flat, draft 1 ms a token. Overlap hides the drafting, sequential adds it, none is
+    one token per forward."""
+    b = duodec.Budget("acceptance", None, {1: 0.001}, {1: 0.010, 64: 0.010})
+    p = duodec.mode_priors(b, a=0.5)
+    assert p["none"] == pytest.approx(100.0)
+    # overlap: g = 10 drafts fit in the forward: (1 + 0.5 + ... + 0.5^10) / 10 ms
+    assert p["overlap"] == pytest.approx(sum(0.5 ** i for i in range(11)) / 0.010)
+    assert p["none"] < p["sequential"] < p["overlap"]
+
+
+def test_modes_follow_measured_rates_and_re_measure_less_often():
+    modes = duodec.Modes({"overlap": 300.0, "sequential": 200.0, "none": 100.0}, explore_after=8, explore_rounds=2)
+    assert modes.choose() == "overlap"
+    modes.observe("overlap", 9, 0.010)  # the first round of a mode verifies what another drafted: not counted
+    assert not modes.measured["overlap"]
+    modes.observe("overlap", 3, 0.010)  # 300 tokens/s measured: stays
+    picked = [modes.choose() for _ in range(40)]
+    assert picked.count("overlap") > 30 and {"sequential", "none"} <= set(picked)  # re-measured now and then
+    first = [i for i, m in enumerate(picked) if m == "sequential"]
+    assert first[0] >= 6  # not before explore_after rounds
+    assert modes.apart["sequential"] > 8  # and less often after it stayed behind
+    # a busy machine: overlap's rounds slow down to 100 tokens/s; sequential's prior (200) then wins at once
+    for _ in range(12):
+        modes.observe("overlap", 2, 0.020)
+    assert modes.rate("overlap") < 150
+    assert modes.choose() == "sequential" and "overlap -> sequential" in modes.switches[-1]
+    modes.observe("sequential", 2, 0.016)
+    modes.observe("sequential", 2, 0.016)  # measured: 125 tokens/s, still ahead of overlap
+    assert modes.choose() == "sequential"
+    for _ in range(12):  # the load is gone: when overlap is re-measured at its old speed it wins back
+        modes.observe("overlap", 3, 0.010)
+    assert modes.choose() == "overlap"
+    stats = modes.as_dict()
+    assert stats["mode_rounds"]["sequential"] >= 2 and len(stats["mode_switches"]) == 2
+
+
+def test_forced_mode_is_kept():
+    modes = duodec.Modes({"overlap": 300.0, "sequential": 200.0, "none": 100.0}, forced="none", explore_after=2)
+    for _ in range(10):
+        modes.observe("none", 1, 1.0)
+        assert modes.choose() == "none"

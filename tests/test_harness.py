@@ -137,6 +137,7 @@ def sampled_ids(tiny, q, out, seed):
     return [r["choices"][0]["token_ids"] for r in answers.load(out)]
 
 
+@pytest.mark.slow
 def test_seed_reproduces_sampling_across_processes(tiny, tmp_path):
     q = write_jsonl(tmp_path / "q.jsonl", QS[:3])
     a, b = sampled_ids(tiny, q, tmp_path / "a.jsonl", 0), sampled_ids(tiny, q, tmp_path / "b.jsonl", 0)

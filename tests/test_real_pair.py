@@ -137,6 +137,7 @@ def test_converter_writes_qwen2(real_pair, tmp_path):
     assert min(np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)) > 0.99
 
 
+@pytest.mark.slow
 def test_every_method_is_greedy_lossless_on_the_real_pair(real_pair, tmp_path):
     """All methods and peers, two questions, the model's template, bf16: identical to AR's answers, or a
     difference at a logged near-tie; no padding token ever emitted."""
@@ -151,9 +152,10 @@ def test_every_method_is_greedy_lossless_on_the_real_pair(real_pair, tmp_path):
         for r in answers.load(out / f"{name}.jsonl"):
             assert all(t < 151665 for turn in r["choices"][0]["token_ids"] for t in turn)
             d = divergence(r, ar[r["question_id"]])
-            assert d is None or (d[2] is not None and d[2] < NEAR_TIE["bfloat16"]), f"{name}: {d}"
+            assert d is None or (d[2] is not None and d[2] <= NEAR_TIE["bfloat16"]), f"{name}: {d}"
 
 
+@pytest.mark.slow
 def test_duodec_samples_the_targets_distribution_on_the_real_pair(qwen, real_pair):
     """Sampling through DuoDecoding's rounds on the real pair, at a small size: every token, whatever round
     drafted it, follows AR's conditional (randomised PIT, chi-square)."""

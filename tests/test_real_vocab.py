@@ -112,6 +112,7 @@ def test_templates_match_fschat_and_bos_once(standins):
             assert "[INST]" in ours and "[/INST]" in ours
 
 
+@pytest.mark.slow
 def test_upstream_grid_runs_on_the_standins(standins, tmp_path):
     env = {**os.environ, "DUODEC_MODELS_DIR": str(standins), "GRID_LIMIT": "2", "GRID_TOKENS": "16",
            "GRID_WARMUP": "0", "GRID_OUT": str(tmp_path), "DRAFT_THREADS": "1", "PYTHON": sys.executable,

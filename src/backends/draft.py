@@ -122,7 +122,7 @@ def file_type(model):
 class Draft:
     """Sequences 0..n_seq-1 share one unified KV cache. `lengths[s]` is how many tokens sequence s holds."""
 
-    def __init__(self, path, threads=1, n_ctx=2048, n_seq=8, n_batch=512, kv_f16=False, repack="auto"):
+    def __init__(self, path, threads=1, n_ctx=2048, n_seq=8, n_batch=512, repack="auto"):
         path = Path(path)
         if not path.is_file():
             raise DraftLoadError(f"draft GGUF not found: {path}")
@@ -136,8 +136,8 @@ class Draft:
         cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx, n_batch, n_batch
         cparams.n_seq_max, cparams.kv_unified = n_seq, True
         cparams.n_threads = cparams.n_threads_batch = threads
-        if not kv_f16:  # llama.cpp defaults to an f16 KV cache; small drafts afford f32 and agree better
-            cparams.type_k = cparams.type_v = 0  # GGML_TYPE_F32
+        # llama.cpp defaults to an f16 KV cache; drafts afford f32, and agree better with the target
+        cparams.type_k = cparams.type_v = 0  # GGML_TYPE_F32
         cparams.flash_attn_type = 0  # CPU flash attention rounds through f16: logits drift ~1e-2 from HF
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:
@@ -151,6 +151,12 @@ class Draft:
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, n_seq)
         self.lengths = [0] * n_seq
         self.path = path
+
+    def set_threads(self, n):
+        """llama.cpp's threads from the next decode on: a job that runs alone may take every core."""
+        if n != self.threads:
+            llama_cpp.llama_set_n_threads(self.ctx, n, n)
+            self.threads = n
 
     def close(self):
         if getattr(self, "ctx", None):
@@ -242,16 +248,6 @@ class Draft:
         if any(self.lengths[1:]):  # it walks every cell of the context: a fifth of a draft step at 2048
             llama_cpp.llama_memory_seq_keep(self.mem, 0)
         self.lengths = [self.lengths[0]] + [0] * (self.n_seq - 1)
-
-
-def top_k_logprobs(logits, k):
-    """The k most likely token ids and their log-probabilities, best first."""
-    logits = np.asarray(logits, dtype=np.float64)
-    logp = logits - logits.max()
-    logp -= np.log(np.exp(logp).sum())
-    ids = np.argpartition(-logp, min(k, len(logp) - 1))[:k]
-    ids = ids[np.argsort(-logp[ids], kind="stable")]
-    return ids, logp[ids]
 
 
 def check_vocab(draft, tokenizer):

@@ -85,6 +85,11 @@ class Target:
         self.cache = None
         self.path, self.twin = path, twin
 
+    def set_threads(self, n):
+        """torch's threads for a CPU target's next forwards (a GPU target launches kernels from one thread)."""
+        if self.device is not None and self.device.type == "cpu" and n != torch.get_num_threads():
+            torch.set_num_threads(n)
+
     def sync(self):
         """Wait for the device: timings that feed a decision or a figure must include the kernels."""
         if self.device is not None and self.device.type == "cuda":

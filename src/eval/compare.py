@@ -17,7 +17,7 @@ from src.argtypes import Parser, positive
 from src.eval import answers
 from src.eval.cli import run_cli
 from src.eval.host import host_tag, machine
-from src.eval.inference import Run, add_common_args, close_run, run_eval, run_settings
+from src.eval.inference import Run, add_common_args, answer_config, close_run, run_eval, run_settings
 from src.eval.report import print_beside, write_report
 from src.eval.questions import BENCHES, per_category, questions_for
 from src.eval.speed import compare, table
@@ -50,6 +50,8 @@ VARIANTS = {
     "duodec-no-spin": ("duodec", "gguf", ["--spin-ms", "0"]),
     "duodec-pin": ("duodec", "gguf", ["--pin-cores"]),
     "duodec-time": ("duodec", "gguf", ["--gamma-rule", "time"]),
+    "duodec-auto": ("duodec", "gguf", ["--mode", "auto"]),
+    "duodec-sequential-all": ("duodec", "gguf", ["--mode", "sequential-all"]),
     "duodec-tree": ("duodec", "gguf", ["--verify", "tree", "--max-seqs", "8", "--catch-up", "4"]),
 }
 MAIN = ["ar", "ar-all-cores", "hf-ar", "hf-assisted", "hf-lookup", "sps", "sps-gguf", "pld", "rest", "duodec"]
@@ -115,10 +117,7 @@ def make_runs(names, args, target, folder):
         forward = module.make(margs, target, draft)
         settings = {"variant": name,
                     **run_settings(args, method, drafts.get(kind), target, draft, forward, target.template)}
-        config = {"variant": name, "method": method, "target": args.target, "draft": drafts.get(kind),
-                  "bench": args.bench, "question_file": args.question_file,
-                  **{k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "dtype")},
-                  "method_flags": vars(margs)}
+        config = answer_config(args, method, vars(margs), drafts.get(kind), target.template, variant=name)
         runs.append(Run(name, forward, folder / f"{name}.jsonl", settings, config))
         loaded.append(draft)
         print(f"{name}: {json.dumps(settings)}", flush=True)

@@ -43,13 +43,31 @@ class Run:
     config: dict = None
 
 
+@dataclass(kw_only=True)
+class EvalConfig:
+    """How every run answers: the prompt template, new tokens per turn, sampling and its seed, the target's
+    context and device, the untimed warm-up questions, a deadline (time.monotonic()) after which no question
+    starts, and how a resume treats an answer file (force_resume, repair)."""
+    template: str = "raw"
+    max_new_tokens: int = 128
+    sampling: Sampling = field(default_factory=Sampling)
+    seed: int = 0
+    max_length: int = None
+    device: object = None
+    warmup: int = 1
+    deadline: float = None
+    force_resume: bool = False
+    repair: bool = False
+
+
 def question_seed(seed, question_id):
     """The sampling seed of one question: the same in every process and entry point (unlike hash())."""
     return zlib.crc32(f"{seed}:{question_id}".encode())
 
 
-def answer_question(forward, question, tokenizer, template, max_new_tokens, sampling, gen, max_length, device):
+def answer_question(forward, question, tokenizer, cfg, gen, max_new_tokens):
     """Answer every turn of one question; returns the Spec-Bench `choices[0]` dict."""
+    template, sampling, max_length, device = cfg.template, cfg.sampling, cfg.max_length, cfg.device
     turns, outputs = question["turns"], []
     choice = {"index": 0, "turns": [], "new_tokens": [], "wall_time": [], "accept_lengths": [],
               "decoding_steps": [], "token_ids": [], "ttft": [], "stop": [], "stats": []}
@@ -115,26 +133,25 @@ def check_questions(questions, tokenizer, template, max_new_tokens, max_length):
         raise PromptError(f"{bad[0]}{more}: lower --max-new-tokens, or leave such questions out of the file")
 
 
-def run_eval(runs, questions, tokenizer, *, template="raw", max_new_tokens=128, sampling=Sampling(), seed=0,
-             max_length=None, device=None, warmup=1, deadline=None, force_resume=False, repair=False):
+def run_eval(runs, questions, tokenizer, cfg=None, **settings):
     """Answer, with every run, the questions its answer file lacks; the runs take turns question by
-    question, so a noisy machine's drifts hit them alike. No question starts after `deadline`
-    (time.monotonic()). Returns the number of answers written.
+    question, so a noisy machine's drifts hit them alike. `cfg` is an EvalConfig (or its fields as keywords).
+    Returns the number of answers written.
 
     Each answer file is locked for the run and must hold answers of the run's own configuration
     (unless force_resume). A later turn that outgrows the context is recorded as skipped, so that a
     rerun completes."""
-    check_questions(questions, tokenizer, template, max_new_tokens, max_length)
+    cfg = cfg or EvalConfig(**settings)
+    check_questions(questions, tokenizer, cfg.template, cfg.max_new_tokens, cfg.max_length)
     with answers.locked([run.answer_file for run in runs]):
         done = {}
         for run in runs:
-            existing = answers.repair(run.answer_file, move_bad=repair)
-            answers.check_config(run.answer_file, existing, run.config, force_resume)
+            existing = answers.repair(run.answer_file, move_bad=cfg.repair)
+            answers.check_config(run.answer_file, existing, run.config, cfg.force_resume)
             done[run.name] = {a["question_id"] for a in existing}
         written = 0
         try:
-            for _ in answer_all(runs, questions, done, tokenizer, template, max_new_tokens, sampling, seed,
-                                max_length, device, warmup, deadline):
+            for _ in answer_all(runs, questions, done, tokenizer, cfg):
                 written += 1
         except KeyboardInterrupt:
             raise Interrupted(written) from None
@@ -150,20 +167,19 @@ def turn_order(runs, seed, question_id):
     return order
 
 
-def answer_all(runs, questions, done, tokenizer, template, max_new_tokens, sampling, seed, max_length, device,
-               warmup, deadline):
+def answer_all(runs, questions, done, tokenizer, cfg):
     """Yields once per answer written."""
     todo = [(i, q) for i, q in enumerate(questions) if any(q["question_id"] not in done[r.name] for r in runs)]
     if not todo:
         return
-    gen_device = device if device is not None else torch.device("cpu")
-    ask = lambda run, q, n, gen: answer_question(run.forward, q, tokenizer, template, n, sampling, gen,
-                                                 max_length, device)
-    for q in questions[:warmup]:  # warm-up: allocations, kernels, caches; not recorded
+    seed = cfg.seed
+    gen_device = cfg.device if cfg.device is not None else torch.device("cpu")
+    ask = lambda run, q, n, gen: answer_question(run.forward, q, tokenizer, cfg, gen, n)
+    for q in questions[:cfg.warmup]:  # warm-up: allocations, kernels, caches; not recorded
         for run in runs:
-            ask(run, q, min(max_new_tokens, 32), torch.Generator(gen_device).manual_seed(seed))
+            ask(run, q, min(cfg.max_new_tokens, 32), torch.Generator(gen_device).manual_seed(seed))
     for i, q in tqdm(todo, desc=", ".join(r.name for r in runs), unit="q"):
-        if deadline is not None and time.monotonic() > deadline:
+        if cfg.deadline is not None and time.monotonic() > cfg.deadline:
             print(f"time budget spent: stopped before question {q['question_id']}; what was answered is kept",
                   file=sys.stderr)
             break
@@ -172,7 +188,7 @@ def answer_all(runs, questions, done, tokenizer, template, max_new_tokens, sampl
                 continue
             gen = torch.Generator(gen_device).manual_seed(question_seed(seed, q["question_id"]))
             try:
-                choice = ask(run, q, max_new_tokens, gen)
+                choice = ask(run, q, cfg.max_new_tokens, gen)
                 choice["settings"] = run.settings
                 record = answer_record(q, choice, run.name)
             except PromptError as e:
@@ -182,6 +198,15 @@ def answer_all(runs, questions, done, tokenizer, template, max_new_tokens, sampl
             record["config"] = run.config
             answers.append(run.answer_file, record)
             yield
+
+
+def answer_config(args, method, flags, draft_name, template, **extra):
+    """What a resume must match (one builder for every entry point): the method and its own flags, the models,
+    the questions, the template, sampling and the target's dtype."""
+    return {**extra, "method": method, "target": args.target, "draft": draft_name, "bench": args.bench,
+            "question_file": args.question_file, "template": template,
+            **{k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "dtype")},
+            "method_flags": flags}
 
 
 def run_settings(args, method, draft_name, target, draft, forward, template):
@@ -322,10 +347,7 @@ def run_inference(args, method, questions):
     draft = load_draft(method, args.method, args.draft, target, args.draft_threads, args.draft_repack)
     forward = method.make(args, target, draft)
     model_id = args.model_id or f"{args.method}-{target.path.name}"
-    config = {"method": args.method, "model_id": model_id, "target": args.target, "draft": args.draft,
-              "bench": args.bench, "question_file": args.question_file, "template": template,
-              **{k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "dtype")},
-              "method_flags": method_flags(method, args)}
+    config = answer_config(args, args.method, method_flags(method, args), args.draft, template, model_id=model_id)
     run = Run(model_id, forward, Path(args.answer_file), run_settings(args, args.method, args.draft, target, draft,
                                                                       forward, template), config)
     try:

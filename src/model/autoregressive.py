@@ -3,7 +3,7 @@ import os
 
 import torch
 
-from src.model.base import Clock, finish
+from src.model.base import Clock, Method, finish
 from src.verify import distributions, sample
 
 
@@ -48,5 +48,4 @@ def make(args, target, draft=None):
         finally:
             torch.set_num_threads(before)
 
-    forward.settings = {"target_threads": cores} if cores else {}
-    return forward
+    return Method(forward, {"target_threads": cores} if cores else {})

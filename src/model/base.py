@@ -1,6 +1,7 @@
 """What every method receives and returns."""
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from src.verify import distributions, verify_chain, verify_tree
 
@@ -28,6 +29,19 @@ class Generation:
     @property
     def decoding_steps(self):
         return len(self.accept_lengths)
+
+
+@dataclass
+class Method:
+    """What a method's `make` returns: `forward(prompt_ids, max_new_tokens, sampling, gen) -> Generation`, the
+    settings it chose or measured (recorded in every answer), and what stops its workers when the run ends."""
+    forward: Callable
+    settings: dict = field(default_factory=dict)
+    close: Callable = lambda: None
+    worker: object = None
+
+    def __call__(self, prompt_ids, max_new_tokens, sampling, gen):
+        return self.forward(prompt_ids, max_new_tokens, sampling, gen)
 
 
 class Clock:

@@ -7,7 +7,7 @@ from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
 from src.argtypes import positive
-from src.model.base import Clock, finish
+from src.model.base import Clock, Method, finish
 
 DRAFT = "optional-hf"
 
@@ -71,5 +71,4 @@ def make(args, target, draft=None):
     def forward(prompt_ids, max_new_tokens, sampling, gen):
         return generate(target, prompt_ids, max_new_tokens, sampling, gen, assistant, args.mode, args.lookup_tokens)
 
-    forward.settings = {"mode": args.mode, "lookup_tokens": args.lookup_tokens if args.mode == "lookup" else None}
-    return forward
+    return Method(forward, {"mode": args.mode, "lookup_tokens": args.lookup_tokens if args.mode == "lookup" else None})

@@ -5,7 +5,7 @@ from pathlib import Path
 import draftretriever
 
 from src.argtypes import positive, ranged
-from src.model.base import decode_loop, tree_step
+from src.model.base import Method, decode_loop, tree_step
 
 
 def add_args(ap):
@@ -74,6 +74,5 @@ def make(args, target, draft=None):
         return generate(target, reader, prompt_ids, max_new_tokens, sampling, gen,
                         args.max_span, args.min_span, args.num_draft)
 
-    forward.settings = {"datastore": str(store), "max_span": args.max_span, "min_span": args.min_span,
-                        "num_draft": args.num_draft}
-    return forward
+    return Method(forward, {"datastore": str(store), "max_span": args.max_span, "min_span": args.min_span,
+                        "num_draft": args.num_draft})

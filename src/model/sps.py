@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from src.argtypes import positive
-from src.model.base import common_prefix, speculative_loop
+from src.backends.target import Target
+from src.model.base import Method, common_prefix, speculative_loop
 from src.verify import distributions, sample
 
 DRAFT = "any"
@@ -20,7 +21,7 @@ class DraftRunner:
 
     def __init__(self, draft, device):
         self.draft, self.device, self.cached = draft, device, []
-        self.gguf = hasattr(draft, "clear")  # llama.cpp Draft, else an HF Target
+        self.gguf = not isinstance(draft, Target)  # else a llama.cpp Draft (not imported: HF drafts need no llama.cpp)
 
     def reset(self):
         self.cached = []
@@ -68,5 +69,4 @@ def make(args, target, draft):
         return speculative_loop(target, prompt_ids, max_new_tokens, sampling, gen,
                                 lambda seq, budget: propose_sampled(runner, seq, min(gamma, budget), sampling, gen))
 
-    forward.settings = {"gamma": gamma, "draft_backend": "llama.cpp" if runner.gguf else "hf"}
-    return forward
+    return Method(forward, {"gamma": gamma, "draft_backend": "llama.cpp" if runner.gguf else "hf"})

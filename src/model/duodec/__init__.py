@@ -10,17 +10,21 @@ Dynamic multi-sequence drafting: theta = p(1st top-1) * p(2nd top-1); every othe
 with p > theta (up to --max-seqs) starts its own sequence. Beyond the paper: branches at the pending
 draft's unsure positions, and looked-up n-gram continuations as free candidates.
 """
+import os
+
 import numpy as np
+import torch
 
 from src.argtypes import gamma_or_auto, non_negative, ranged
-from src.model.base import median_seconds
+from src.model.base import Method, median_seconds
 from src.model.duodec.drafter import Drafter, Drafts, choose_first_tokens, top_two  # noqa: F401
 from src.model.duodec.loop import Options, flatten, generate  # noqa: F401
-from src.model.duodec.policy import Budget, balance_gamma, branch_points  # noqa: F401
+from src.model.duodec.policy import MODES, Budget, Modes, balance_gamma, branch_points, mode_priors  # noqa: F401
 from src.model.duodec.worker import (WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker, pin,  # noqa: F401
                                      split_cores)
 
 DRAFT = "gguf"
+SPIN_MS = 20.0
 
 
 def add_args(ap):
@@ -39,9 +43,10 @@ def add_args(ap):
                     help="duodec: where the draft runs. process (default): its own process, so the drafting "
                          "loop never holds the GIL the target's Python needs between kernels; thread: in the "
                          "target's process (no pipe)")
-    ap.add_argument("--spin-ms", type=ranged(float, 0, 1000), default=20.0,
-                    help="duodec, process worker: how long each end polls for the other's message before it "
-                         "sleeps (a wake-up costs tens of microseconds per message); 0: sleep at once")
+    ap.add_argument("--spin-ms", type=ranged(float, 0, 1000), default=None,
+                    help=f"duodec, process worker: how long each end polls for the other's message before it "
+                         f"sleeps (a wake-up costs tens of microseconds per message; default {SPIN_MS:g}); 0: sleep "
+                         f"at once")
     ap.add_argument("--pin-cores", action="store_true",
                     help="duodec: pin the draft to the last --draft-threads cores and the target to the rest")
     ap.add_argument("--lookup-ngram", type=non_negative, default=3,
@@ -66,8 +71,24 @@ def add_args(ap):
                     help="duodec: draft gamma tokens in every round (the paper), even where the target's forward "
                          "is shorter than the drafting (one token after a rejection) and so waits for it; by "
                          "default a round drafts only what ends within its forward, timed in the rounds")
+    ap.add_argument("--mode", choices=["auto", *MODES], default="overlap",
+                    help="duodec: how the rounds run. overlap (default): the draft drafts while the target verifies "
+                         "(the paper); sequential: draft, then verify; none: the target alone with free candidates; "
+                         "-all: that side takes every core in its turn; auto (experimental): whichever its own recent "
+                         "rounds measured fastest, the others re-measured now and then")
     ap.add_argument("--force-seqs", type=ranged(int, 0, 8), default=0,
                     help="duodec: always draft this many sequences (the top first tokens); for ablations and tests")
+
+
+def check_args(args):
+    """Flags that only mean something together."""
+    if args.verify == "tree" and not args.catch_up:
+        return "--verify tree verifies the catch-up sequences: give --catch-up N > 0 with it"
+    if args.no_multiseq and (args.max_seqs > 1 or args.force_seqs > 1):
+        return "--no-multiseq drafts one sequence: drop --max-seqs / --force-seqs, or --no-multiseq"
+    if args.spin_ms is not None and args.worker != "process":
+        return "--spin-ms is the process worker's (--worker process): a thread waits on a queue"
+    return None
 
 
 def measure(target, draft, max_seqs, context_len=64):
@@ -112,33 +133,39 @@ def make(args, target, draft):
     auto = args.gamma in (None, "auto")
     budget = Budget(args.gamma_rule if auto else "fixed", None if auto else int(args.gamma), draft_step, target_fwd,
                     args.seq_budget)
-    options = Options(max_seqs, args.force_seqs, args.catch_up, args.verify == "tree", args.lookup_ngram, args.branches,
-                      not args.no_fit)
+    options = Options(max_seqs=max_seqs, force_k=args.force_seqs, catch_up=args.catch_up, tree=args.verify == "tree",
+                      lookup_ngram=args.lookup_ngram, branches=args.branches, fit=not args.no_fit)
+    every_core, draft_threads = len(os.sched_getaffinity(0)), draft.threads
+    priors = mode_priors(budget, spread=every_core > 1)
+    forced = None if args.mode == "auto" else args.mode if args.mode in priors else args.mode.removesuffix("-all")
+    modes = Modes(priors, forced=forced)
     cores = split_cores(draft.threads) if args.pin_cores else None
+    spin_ms = SPIN_MS if args.spin_ms is None else args.spin_ms
     if args.worker == "process":
-        worker = ProcessWorker(draft, cores and cores[1], args.spin_ms / 1e3)
+        worker = ProcessWorker(draft, cores and cores[1], spin_ms / 1e3)
     else:
         worker = ThreadWorker(draft, cores and cores[1])
 
     def forward(prompt_ids, max_new_tokens, sampling, gen):
         before = pin(cores and cores[0])  # the calling thread only, and only for this call: others share it
         worker.spin(True)
+        target_threads = torch.get_num_threads()
         try:
-            return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, options)
+            return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, options, modes,
+                            (target_threads, draft_threads, every_core))
         finally:
+            target.set_threads(target_threads)  # the other methods' turns run as configured
             worker.spin(False)
             pin(before)
 
-    forward.close = worker.close
-    forward.worker = worker
-    forward.settings = {
-        "gamma": "auto" if auto else int(args.gamma), "gamma_rule": budget.rule,
+    settings = {
+        "gamma": "auto" if auto else int(args.gamma), "gamma_rule": budget.rule, "mode": args.mode,
         "time_balance_gamma": budget.time_gamma,
         "catch_up": args.catch_up, "verify": args.verify, "max_seqs": max_seqs, "seq_budget": args.seq_budget,
-        "worker": args.worker, "spin_ms": args.spin_ms if args.worker == "process" else None,
+        "worker": args.worker, "spin_ms": spin_ms if args.worker == "process" else None,
         "force_seqs": args.force_seqs, "lookup_ngram": args.lookup_ngram,
         "branches": args.branches, "fit": not args.no_fit,
         "pinned_cores": [sorted(c) for c in cores] if cores else None,
         "draft_step_ms": {k: round(v * 1e3, 4) for k, v in draft_step.items()},
         "target_forward_ms": {n: round(v * 1e3, 4) for n, v in target_fwd.items()}}
-    return forward
+    return Method(forward, settings, close=worker.close, worker=worker)

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from src.model.base import Clock, chain_step, finish, stopped, tree_step
+from src.model.duodec.drafter import Drafts
 from src.model.duodec.policy import branch_points
 from src.model.duodec.worker import DraftJob
-from src.model.pld import NgramIndex
+from src.model.ngram import NgramIndex
 from src.verify import accept_candidates
 
 
@@ -113,7 +114,7 @@ class RoundStats:
                 "draft_idle_share": round(max(0.0, 1 - self.draft_busy / wall), 4) if wall else 0.0}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Options:
     """The method's choices (see add_args): most theta-rule sequences, forced k, catch-up tokens, catch-up as
     a tree, n-gram for free candidates, branch sequences at the pending draft's unsure positions."""
@@ -126,12 +127,12 @@ class Options:
     fit: bool = True
 
 
-def catch_up(worker, stats, seq, room, budget, opt):
-    """With nothing pending, wait for draft tokens so the next forward verifies more than one token: one
+def catch_up(worker, stats, seq, room, budget, opt, n, threads=None):
+    """With nothing pending, wait for n draft tokens so the next forward verifies more than one token: one
     sequence, or (tree) k sequences by the theta rule."""
-    n = min(opt.catch_up, room)
-    worker.submit(DraftJob(seq, n, opt.max_seqs if opt.tree else 1, budget.depths(n), opt.force_k if opt.tree else 0,
-                           odds=opt.branches > 0))
+    n = min(n, room)
+    worker.submit(DraftJob(context=seq, depth=n, max_seqs=opt.max_seqs if opt.tree else 1, depths=budget.depths(n),
+                           force_k=opt.force_k if opt.tree else 0, odds=opt.branches > 0, threads=threads))
     return stats.wait(worker, catching_up=True)[0]
 
 
@@ -142,70 +143,140 @@ def free_candidates(index, seq, n):
     return index.lookup(seq, n) if index and n > 0 else []
 
 
-def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, opt):
-    clock, stats = Clock(), RoundStats()
+NO_DRAFTS = Drafts([[]], [0], 1, [[]])
+
+
+@dataclass
+class Answer:
+    """What the rounds have made: the sequence (prompt and verified tokens), the new tokens, each round's gain,
+    and the pending draft (drafted tokens only the first of which may be verified) with the draft's odds."""
+    seq: list
+    new: list = field(default_factory=list)
+    accepts: list = field(default_factory=list)
+    pending: list = field(default_factory=list)
+    odds: list = field(default_factory=list)
+    done: bool = False
+
+
+@dataclass
+class Plan:
+    """One round: the chain the forward verifies (or, after a catch-up of k sequences, the tree of them),
+    whether it was looked up rather than drafted, and the job the draft runs meanwhile (None: nothing does)."""
+    chain: list
+    odds: list
+    tree: list = None
+    looked_up: bool = False
+    job: DraftJob = None
+
+
+def plan_round(target, ans, mode, room, prefill, worker, budget, opt, stats, index, draft_threads):
+    """What this round verifies, and what the draft does meanwhile (or first, if sequential)."""
+    gamma = budget.gamma(sequential=mode == "sequential")
+    stats.gammas.append(gamma)
+    p = Plan(ans.pending, ans.odds)
+    if not p.chain and room > 0:
+        p.chain, p.odds = free_candidates(index, ans.seq, min(gamma, room)), []
+        p.looked_up = bool(p.chain)
+        stats.free_rounds += p.looked_up
+    wait_for = {"overlap": opt.catch_up, "sequential": gamma, "none": 0}[mode]
+    if wait_for and not p.chain and not prefill and room > 0:
+        caught = catch_up(worker, stats, ans.seq, room, budget, opt, wait_for, draft_threads)
+        p.chain, p.odds = caught.seqs[0], caught.odds[0]
+        p.tree = caught.seqs[:caught.k] if caught.k > 1 else None
+    if mode == "overlap":
+        # the draft continues the chain (sequence 0 of a tree) while the target verifies it, and branches
+        # where the chain is likeliest to fail
+        left = room - len(p.chain)
+        fed = len(ans.seq) - target.length + len(p.chain)
+        depth = 1 if prefill else min(gamma, left, budget.fits(fed) if opt.fit else left)
+        p.job = DraftJob(context=ans.seq + p.chain, depth=depth, max_seqs=opt.max_seqs if depth > 1 else 1,
+                         depths=budget.depths(gamma), force_k=opt.force_k,
+                         branch_at=branch_points(p.odds, len(ans.seq), opt.branches) if depth > 1 else [],
+                         odds=opt.branches > 0, threads=draft_threads)
+    return p
+
+
+def verify_round(target, seq, p, sampling, gen, stats, prefill):
+    """The target's one forward: the plan's chain, or its tree."""
+    t0 = time.perf_counter()
+    if p.tree:
+        stats.tree_rounds += 1
+        stats.ks[len(p.tree)] += 1
+        v = check_tree(target, seq, p.tree, sampling, gen)
+    else:
+        v = check_chain(target, seq, p.chain, sampling, gen)
+    if not prefill:
+        target.sync()
+        stats.verify_s.append(time.perf_counter() - t0)
+        stats.verify_tokens.append(v.fed)
+    return v
+
+
+def collect_drafts(worker, v, budget, stats, prefill):
+    """The job the draft ran during the forward (cut short if the chain failed: it continues a rejected token)."""
+    if not v.held:
+        worker.stop_early()
+    drafts, draft_s = stats.wait(worker)
+    if not prefill:
+        budget.observe(v.fed, stats.verify_s[-1], draft_s, drafts.steps, drafts.step_s, len(drafts.seqs))
+    return drafts
+
+
+def accept_round(v, drafts, p, budget, stats, gen):
+    """The tokens the round gained: the accepted chain, then the new drafts' first token if the chain held and
+    one of them is accepted at the next position (post-verify), else the target's own token."""
+    gained, nxt = list(v.gained), v.nxt
+    if p.looked_up:  # looked-up tokens say nothing of the draft's acceptance
+        stats.free_accepted += len(gained)
+    else:
+        budget.record(len(gained), len(gained) + (not v.at_leaf))  # tested: the accepted, then a rejection
+    if v.held and drafts.seqs[0]:
+        stats.ks[drafts.k] += 1
+        hit, nxt = accept_candidates(v.p_next, [s[0] for s in drafts.seqs[:drafts.k]], gen)
+        budget.record(hit is not None, 1)
+    return gained + [nxt]
+
+
+def advance(ans, gained, drafts, context, stop_ids, stats, held):
+    """Append the gained tokens; the next pending draft is what the draft holds beyond them: a sequence that
+    continues the accepted first token, or the branch that put the target's own token where the chain failed."""
+    ans.seq += gained
+    ans.new += gained
+    ans.accepts.append(len(gained))
+    ans.done = stopped(gained, stop_ids)
+    ans.pending, ans.odds = drafts.continuation(context, ans.seq)
+    stats.branch_hits += bool(ans.pending) and not held
+
+
+def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, opt, modes, threads):
+    """The rounds of one answer. `modes` picks each round's way of running (policy.Modes): overlap (the draft
+    drafts while the target verifies), sequential (wait for gamma draft tokens, then verify with nothing
+    running beside) or none (verify free candidates, if any). Round 1 overlaps the prefill. `threads`:
+    (target's, draft's, every core): the -all modes give each side every core in its turn."""
+    clock, stats, ans = Clock(), RoundStats(), Answer(list(prompt_ids))
     target.reset()
     budget.start_question()
-    seq, new, accepts = list(prompt_ids), [], []
-    pending, odds = [], []  # draft tokens to verify next, and the draft's odds for each
-    first_round = True
+    modes.start_question()
     index = NgramIndex(opt.lookup_ngram, opt.lookup_ngram) if opt.lookup_ngram else None
-    done = False
-    while len(new) < max_new_tokens and not done:
-        room = max_new_tokens - len(new) - 1
-        gamma = budget.gamma()
-        stats.gammas.append(gamma)
-        caught, free = None, []
-        if not pending and room > 0:
-            free = pending = free_candidates(index, seq, min(gamma, room))
-            odds = []
-            stats.free_rounds += bool(free)
-        if opt.catch_up and not pending and not first_round and room > 0:
-            caught = catch_up(worker, stats, seq, room, budget, opt)
-            pending, odds = caught.seqs[0], caught.odds[0]
-        room -= len(pending)
-        fed = len(seq) - target.length + len(pending)
-        depth = 1 if first_round else min(gamma, room, budget.fits(fed) if opt.fit else room)
-        # the draft continues the pending draft (sequence 0 of a tree) while the target verifies it, and
-        # branches where the pending draft is likeliest to fail
-        context = seq + pending
-        worker.submit(DraftJob(context, depth, opt.max_seqs if depth > 1 else 1, budget.depths(gamma), opt.force_k,
-                               branch_points(odds, len(seq), opt.branches) if depth > 1 else [], opt.branches > 0))
-        t_verify = time.perf_counter()
-        if caught is not None and caught.k > 1:
-            stats.tree_rounds += 1
-            stats.ks[caught.k] += 1
-            v = check_tree(target, seq, caught.seqs[:caught.k], sampling, gen)
-        else:
-            v = check_chain(target, seq, pending, sampling, gen)
-        if not first_round:
-            target.sync()
-            stats.verify_s.append(time.perf_counter() - t_verify)
-            stats.verify_tokens.append(v.fed)
-        if not v.held:
-            worker.stop_early()  # its drafts continue a rejected token: cut them short
-        drafts, draft_s = stats.wait(worker)
-        if not first_round:
-            budget.observe(v.fed, stats.verify_s[-1], draft_s, drafts.steps, drafts.step_s, len(drafts.seqs))
-        first_round = False
-        gained, nxt = v.gained, v.nxt
-        if free:  # looked-up tokens say nothing of the draft's acceptance
-            stats.free_accepted += len(gained)
-        else:
-            budget.record(len(gained), len(gained) + (not v.at_leaf))  # tested: the accepted, then a rejection
-        if v.held and drafts.seqs[0]:
-            # the pending draft held: try the new sequences' first tokens at the next position
-            stats.ks[drafts.k] += 1
-            hit, nxt = accept_candidates(v.p_next, [s[0] for s in drafts.seqs[:drafts.k]], gen)
-            budget.record(hit is not None, 1)
-        gained.append(nxt)
+    prefill = True
+    while len(ans.new) < max_new_tokens and not ans.done:
+        t0 = time.perf_counter()
+        mode = "overlap" if prefill else modes.choose()
+        kind, spread = mode.removesuffix("-all"), mode.endswith("-all")
+        worker.spin(kind == "overlap")  # waiting for a message spins only where the other side answers soon
+        target.set_threads(threads[2] if spread else threads[0])
+        room = max_new_tokens - len(ans.new) - 1
+        p = plan_round(target, ans, kind, room, prefill, worker, budget, opt, stats, index,
+                       threads[2] if spread else threads[1])
+        if p.job:
+            worker.submit(p.job)
+        v = verify_round(target, ans.seq, p, sampling, gen, stats, prefill)
+        drafts = collect_drafts(worker, v, budget, stats, prefill) if p.job else NO_DRAFTS
+        gained = accept_round(v, drafts, p, budget, stats, gen)
         clock.first_token()
-        seq += gained
-        new += gained
-        accepts.append(len(gained))
-        done = stopped(gained, target.stop_ids)
-        # what the draft holds beyond the verified tokens: a sequence that continues the accepted first
-        # token, or the branch that put the target's own token where the pending draft failed
-        pending, odds = drafts.continuation(context, seq)
-        stats.branch_hits += bool(pending) and not v.held
-    return finish(new, target.stop_ids, max_new_tokens, accepts, clock, stats.as_dict(budget))
+        advance(ans, gained, drafts, p.job.context if p.job else [], target.stop_ids, stats, v.held)
+        if not prefill:
+            modes.observe(mode, len(gained), time.perf_counter() - t0)
+        prefill = False
+    return finish(ans.new, target.stop_ids, max_new_tokens, ans.accepts, clock,
+                  {**stats.as_dict(budget), **modes.as_dict()})

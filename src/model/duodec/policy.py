@@ -80,17 +80,19 @@ class Budget:
         """Draft tokens that end within the target's forward over `fed` tokens: more would make it wait."""
         return max(1, 1 + int((self.forward_time(fed) - self.setup) / self.step))
 
-    def gamma(self):
+    def gamma(self, sequential=False):
+        """sequential: for a round that drafts, then verifies, so that their times add up."""
         if self.rule == "fixed":
             return self.fixed
-        if self.rule == "time":
+        if self.rule == "time" and not sequential:
             return self.time_gamma
         # tokens per second rises then falls in g (a concave count over a convex time), so the scan stops at
         # the first fall: a few steps of plain arithmetic, not arrays, since this runs every round
         a, best, best_rate, tokens, reach = self.alpha(), 1, 0.0, 0.0, 1.0
         for g in range(1, self.cap + 1):
             tokens, reach = tokens + reach, reach * a
-            rate = tokens / max(self.forward_time(g), self.draft_time(g))
+            f, d = self.forward_time(g), self.draft_time(g)
+            rate = tokens / (f + d if sequential else max(f, d))
             if rate < best_rate:
                 break
             if rate > best_rate:
@@ -117,3 +119,102 @@ def branch_points(odds, base, slots, floor=0.05):
             scored.append((reach * p_alt, base + i, alt))
         reach *= p_top
     return [(pos, alt) for _, pos, alt in sorted(scored, reverse=True)[:slots]]
+
+
+# overlap: each side on its own threads at once; sequential and none: one side at a time, so each may take every
+# core (the -all modes), where the target's forward and the draft's steps scale with cores
+MODES = ("overlap", "sequential", "sequential-all", "none", "none-all")
+
+
+def mode_priors(budget, a=PRIOR_ACCEPTANCE, spread=True):
+    """Tokens per second of each mode before any round has measured it, from the start-up probe's timings
+    (each side alone, on its own threads): overlap hides the drafting behind the forward, sequential adds them,
+    none is the target alone. The probe does not time every core: an -all mode starts a hair below its
+    one-thread twin and is measured when re-measuring comes round (not at all without spread)."""
+    def best(sequential):
+        rates, tokens, reach = [], 1.0, a
+        for g in range(1, budget.cap + 1):
+            tokens, reach = tokens + reach, reach * a  # g drafts, then the target's own token
+            f, d = budget.forward_time(g + 1), budget.draft_time(g)
+            rates.append(tokens / (f + d if sequential else max(f, d)))
+        return max(rates)
+    priors = {"overlap": best(False), "sequential": best(True), "none": 1.0 / budget.forward_time(1)}
+    if spread:
+        priors.update({f"{m}-all": 0.999 * priors[m] for m in ("sequential", "none")})
+    return priors
+
+
+class Modes:
+    """Which way DuoDecoding runs its next rounds: overlap (the draft drafts while the target verifies), sequential
+    (draft, then verify, nothing beside the target's forward, as SpS with a GGUF draft does) or none (the target
+    alone, with free candidates). A mode's rate is what its own rounds measured, tokens gained over seconds
+    (moving averages; the probe's prior until it has run). The fastest runs. Every other mode is re-measured
+    for a few rounds now and then, less often each time it stays behind, so a quiet machine pays little; a
+    busy one shows at once in the running mode's own rate. The rates belong to the machine, so they carry
+    over between questions; the counts are per question."""
+
+    def __init__(self, priors, forced=None, explore_after=64, explore_rounds=6, weight=0.25, most_apart=1024):
+        self.forced, self.weight = forced, weight
+        self.explore_after, self.explore_rounds, self.most_apart = explore_after, explore_rounds, most_apart
+        self.tokens = {m: float(r) for m, r in priors.items()}  # per second of a unit round until measured
+        self.seconds = {m: 1.0 for m in priors}
+        self.measured = {m: False for m in priors}
+        self.apart = {m: explore_after for m in priors}  # rounds between re-measurements of a mode
+        self.waited = {m: 0 for m in priors}
+        self.exploring, self.left, self.last = None, 0, None
+        self.current = forced or max(priors, key=priors.get)
+        self.start_question()
+
+    def start_question(self):
+        self.rounds = {m: 0 for m in self.tokens}
+        self.switches = []
+
+    def rate(self, mode):
+        return self.tokens[mode] / self.seconds[mode]
+
+    def best(self):
+        return max(self.tokens, key=self.rate)
+
+    def choose(self):
+        """The mode of the next round."""
+        if self.forced:
+            mode = self.forced
+        elif self.exploring:
+            mode = self.exploring
+            self.left -= 1
+            if self.left == 0:
+                self.exploring = None
+        else:
+            best = self.best()
+            if best != self.current:
+                self.switches.append(f"{self.current} -> {best} at round {sum(self.rounds.values())}: "
+                                     f"{self.rate(self.current):.1f} < {self.rate(best):.1f} tokens/s")
+                self.apart[self.current] = self.explore_after
+                self.current = best
+            mode = best
+            for m in self.tokens:
+                if m == best:
+                    continue
+                self.waited[m] += 1
+                if self.waited[m] >= self.apart[m]:  # re-measure m, then wait twice as long if it stays behind
+                    self.waited[m], self.apart[m] = 0, min(2 * self.apart[m], self.most_apart)
+                    self.exploring, self.left = m, self.explore_rounds
+                    break
+        self.rounds[mode] += 1
+        return mode
+
+    def observe(self, mode, tokens, seconds):
+        """One round of `mode`: it gained `tokens` in `seconds`. The first round after a change of mode does not
+        count: it verifies what the other mode drafted."""
+        follows, self.last = self.last == mode, mode
+        if not follows:
+            return
+        if not self.measured[mode]:
+            self.tokens[mode], self.seconds[mode], self.measured[mode] = float(tokens), float(seconds), True
+            return
+        self.tokens[mode] += self.weight * (tokens - self.tokens[mode])
+        self.seconds[mode] += self.weight * (seconds - self.seconds[mode])
+
+    def as_dict(self):
+        return {"mode_rounds": dict(self.rounds), "mode_switches": self.switches[:20],
+                "mode_rates": {m: round(self.rate(m), 2) for m in self.tokens}}

@@ -31,7 +31,7 @@ def pin(cores):
     return before
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DraftJob:
     """Draft sequences continuing `context`: see `Drafter.run`."""
     context: list
@@ -41,8 +41,11 @@ class DraftJob:
     force_k: int = 0
     branch_at: list = ()
     odds: bool = False
+    threads: int = None  # llama.cpp's threads for this job (None: as they are)
 
     def run(self, drafter, cancel):
+        if self.threads:
+            drafter.draft.set_threads(self.threads)
         return drafter.run(self.context, self.depth, self.max_seqs, self.depths, cancel, self.force_k, self.branch_at,
                            self.odds)
 
@@ -149,7 +152,7 @@ class ProcessWorker:
         self.proc = ctx.Process(target=_process_main, daemon=True,
                                 args=(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, draft.repack_mode, child,
                                       self.cancel, cores, spin_s, self.awake))
-        self._ready = spinning(self.conn.poll, spin_s)
+        self._ready = spinning(self.conn.poll, spin_s, self.awake)
         self.proc.start()
         self.result(60.0)  # loading the model
 
