@@ -9,6 +9,7 @@ import torch
 
 from src.eval import answers
 from src.eval.compare import MAIN
+from src.eval.host import cpu_info
 from src.eval.compare import main as compare_main
 from src.eval.prompts import prompt_ids
 from src.eval.questions import SPEC_BENCH, per_category, questions_for
@@ -17,6 +18,9 @@ from src.model.base import Clock, finish
 from src.tools import fetch_real_pair as fetch
 
 IM_START, IM_END, END_OF_TEXT = 151644, 151645, 151643
+# as cmds/real_cpu.sh chooses: bf16 where the CPU computes it natively (AMX, AVX-512-BF16), else fp32
+NATIVE_BF16 = bool({"amx_bf16", "avx512_bf16"} & set(cpu_info()[1]))
+DTYPE, DTYPE_NAME = ("bf16", "bfloat16") if NATIVE_BF16 else ("fp32", "float32")
 
 
 # -- fetch: no network needed, the wheels are made here ---------------------------------------------------------
@@ -68,7 +72,7 @@ def test_fetch_reports_a_failed_download_in_one_error(monkeypatch):
 @pytest.fixture(scope="module")
 def qwen(real_pair):
     from src.model import load_target
-    return load_target("qwen-coder-1.5b", device="cpu", threads=1, dtype="bf16")
+    return load_target("qwen-coder-1.5b", device="cpu", threads=1, dtype=DTYPE)
 
 
 def test_prompts_are_the_models_chat_template(qwen):
@@ -139,12 +143,12 @@ def test_converter_writes_qwen2(real_pair, tmp_path):
 
 @pytest.mark.slow
 def test_every_method_is_greedy_lossless_on_the_real_pair(real_pair, tmp_path):
-    """All methods and peers, two questions, the model's template, bf16: identical to AR's answers, or a
+    """All methods and peers, two questions, the model's template, bf16 or fp32: identical to AR's answers, or a
     difference at a logged near-tie; no padding token ever emitted."""
     out = tmp_path / "run"
     compare_main(["--bench", "spec_bench_humaneval", "--per-category", "1", "--limit", "2", "--max-new-tokens", "16",
                   "--target", "qwen-coder-1.5b", "--hf-draft", "qwen-coder-0.5b", "--gguf-draft",
-                  "qwen-coder-0.5b-gguf", "--dtype", "bf16", "--device", "cpu", "--target-threads", "1",
+                  "qwen-coder-0.5b-gguf", "--dtype", DTYPE, "--device", "cpu", "--target-threads", "1",
                   "--draft-threads", "1", "--warmup", "0", "--methods", ",".join(MAIN), "--out", str(out)])
     ar = {r["question_id"]: r for r in answers.load(out / "ar.jsonl")}
     assert len(ar) == 2
@@ -152,7 +156,7 @@ def test_every_method_is_greedy_lossless_on_the_real_pair(real_pair, tmp_path):
         for r in answers.load(out / f"{name}.jsonl"):
             assert all(t < 151665 for turn in r["choices"][0]["token_ids"] for t in turn)
             d = divergence(r, ar[r["question_id"]])
-            assert d is None or (d[2] is not None and d[2] <= NEAR_TIE["bfloat16"]), f"{name}: {d}"
+            assert d is None or (d[2] is not None and d[2] <= NEAR_TIE[DTYPE_NAME]), f"{name}: {d}"
 
 
 @pytest.mark.slow
