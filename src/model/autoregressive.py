@@ -42,10 +42,10 @@ def make(args, target, draft=None):
         if cores is None:
             return generate(target, prompt_ids, max_new_tokens, sampling, gen)
         before = torch.get_num_threads()
-        torch.set_num_threads(cores)
+        target.set_threads(cores)
         try:
             return generate(target, prompt_ids, max_new_tokens, sampling, gen)
         finally:
-            torch.set_num_threads(before)
+            target.set_threads(before)
 
     return Method(forward, {"target_threads": cores} if cores else {})
