@@ -50,7 +50,7 @@ VARIANTS = {
     "duodec-no-spin": ("duodec", "gguf", ["--spin-ms", "0"]),
     "duodec-pin": ("duodec", "gguf", ["--pin-cores"]),
     "duodec-time": ("duodec", "gguf", ["--gamma-rule", "time"]),
-    "duodec-auto": ("duodec", "gguf", ["--mode", "auto"]),
+    "duodec-overlap": ("duodec", "gguf", ["--mode", "overlap"]),
     "duodec-sequential-all": ("duodec", "gguf", ["--mode", "sequential-all"]),
     "duodec-tree": ("duodec", "gguf", ["--verify", "tree", "--max-seqs", "8", "--catch-up", "4"]),
 }

@@ -2,6 +2,7 @@
 a quiet machine, beside one busy process, and beside a load that comes and goes, each in its own run folder.
 
     python -m src.tools.bench_load [--limit 40] [--period 3] [--out results/load-cpu/runs/<date>-<host>]
+    python -m src.tools.bench_load --real [--per-category 1]   # the real pair (fetched), as cmds/real_cpu.sh runs it
 
 The load is a Python busy loop at normal priority, started and stopped by this script (paused and resumed
 every --period seconds for the intermittent case). Prints, per condition, DuoDecoding over SpS-GGUF and over
@@ -54,13 +55,13 @@ class Load:
 def summary(folder):
     """(DuoDecoding / SpS-GGUF, DuoDecoding / AR, SpS-GGUF / AR), each as (speedup, median ratio), and the
     mode counts of DuoDecoding's rounds."""
-    runs = {name: answers.load(folder / f"{name}.jsonl") for name in ("ar", "sps-gguf", "duodec", "duodec-auto")}
+    runs = {name: answers.load(folder / f"{name}.jsonl") for name in ("ar", "sps-gguf", "duodec", "duodec-overlap")}
     pair = lambda a, b: compare(runs[a], runs[b])["overall"]
     out = {f"{a}/{b}": (round(r["speedup"], 3), round(r["median_ratio"], 3))
-           for a, b in (("duodec", "sps-gguf"), ("duodec", "ar"), ("duodec-auto", "sps-gguf"), ("duodec-auto", "ar"),
+           for a, b in (("duodec", "sps-gguf"), ("duodec", "ar"), ("duodec-overlap", "sps-gguf"), ("duodec-overlap", "ar"),
                         ("sps-gguf", "ar")) for r in [pair(a, b)]}
     modes = Counter()
-    for r in runs["duodec-auto"]:
+    for r in runs["duodec"]:
         for st in r["choices"][0]["stats"]:
             modes.update(st.get("mode_rounds", {}))
     out["duodec_mode_rounds"] = dict(modes)
@@ -73,27 +74,38 @@ def main(argv=None):
     ap.add_argument("--period", type=float, default=3.0, help="seconds the intermittent load is on, then off")
     ap.add_argument("--out", default=None)
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--real", action="store_true", help="the real Qwen2.5-Coder pair over Spec-Bench and HumanEval "
+                    "(64 tokens, --per-category questions each, bf16 where the CPU computes it) instead of the demo")
+    ap.add_argument("--per-category", type=int, default=1)
     args = ap.parse_args(argv)
-    out = Path(args.out) if args.out else ROOT / "results/load-cpu/runs" / \
+    if args.real:
+        bf16 = any(f in open("/proc/cpuinfo").read().split() for f in ("amx_bf16", "avx512_bf16"))
+        bench = ["--bench", "spec_bench_humaneval", "--per-category", str(args.per_category), "--max-new-tokens", "64",
+                 "--target", "qwen-coder-1.5b", "--gguf-draft", "qwen-coder-0.5b-gguf", "--dtype",
+                 "bf16" if bf16 else "fp32", "--warmup", "1"]
+    else:
+        bench = ["--bench", "demo", "--limit", str(args.limit)]
+    out = Path(args.out) if args.out else ROOT / f"results/load-{'real-' if args.real else ''}cpu/runs" / \
         f"{time.strftime('%Y%m%d-%H%M%S')}-{host_tag(machine())}"
     results = {}
     for cond in args.conditions.split(","):
         load = None if cond == "quiet" else Load(args.period if cond == "intermittent" else None)
         try:
-            compare_main(["--bench", "demo", "--limit", str(args.limit), "--methods", "ar,sps-gguf,duodec,duodec-auto",
+            compare_main([*bench, "--methods", "ar,sps-gguf,duodec,duodec-overlap",
                           "--device", "cpu", "--target-threads", "1", "--draft-threads", "1", "--out", str(out / cond)])
         finally:
             if load:
                 load.close()
         results[cond] = summary(out / cond)
     (out / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
-    lines = [f"# DuoDecoding beside a background load: demo, {args.limit} prompts, {machine()['cpu']}", "",
-             "| condition | DuoDecoding / SpS-GGUF | DuoDecoding / AR | --mode auto / SpS-GGUF | --mode auto / AR | "
-             "SpS-GGUF / AR | --mode auto's rounds by mode |", "|---|---|---|---|---|---|---|"]
+    what = f"the real pair, {args.per_category} question(s) per category" if args.real else f"demo, {args.limit} prompts"
+    lines = [f"# DuoDecoding beside a background load: {what}, {machine()['cpu']}", "",
+             "| condition | DuoDecoding / SpS-GGUF | DuoDecoding / AR | --mode overlap / SpS-GGUF | --mode overlap / AR | "
+             "SpS-GGUF / AR | DuoDecoding's rounds by mode |", "|---|---|---|---|---|---|---|"]
     fmt = lambda v: f"{v[0]:.2f} ({v[1]:.2f})"
     for cond, r in results.items():
-        lines.append(f"| {cond} | {fmt(r['duodec/sps-gguf'])} | {fmt(r['duodec/ar'])} | {fmt(r['duodec-auto/sps-gguf'])} "
-                     f"| {fmt(r['duodec-auto/ar'])} | {fmt(r['sps-gguf/ar'])} | {r['duodec_mode_rounds']} |")
+        lines.append(f"| {cond} | {fmt(r['duodec/sps-gguf'])} | {fmt(r['duodec/ar'])} | {fmt(r['duodec-overlap/sps-gguf'])} "
+                     f"| {fmt(r['duodec-overlap/ar'])} | {fmt(r['sps-gguf/ar'])} | {r['duodec_mode_rounds']} |")
     text = "\n".join(lines) + "\n\nMean of per-question speeds, median per-question ratio in brackets.\n"
     (out / "table.md").write_text(text)
     print(text)

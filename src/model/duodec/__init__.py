@@ -3,7 +3,9 @@
     drafter.py  the multi-sequence rule (theta) and the drafter: its sequences in one llama_decode a step
     worker.py   where the drafter runs: its own process (default) or a thread, one dispatch loop for both
     policy.py   how much to draft: gamma by a fixed value, the paper's time balance or the acceptance,
-                capped by what ends within a round's forward (times measured in the rounds); where to branch
+                capped by what ends within a round's forward (times measured in the rounds); where to branch;
+                which way to run (--mode auto): overlapped, sequential or no draft, on one core or every core,
+                by each mode's measured costs
     loop.py     the rounds: verify the pending draft while the next is drafted, then extend
 
 Dynamic multi-sequence drafting: theta = p(1st top-1) * p(2nd top-1); every other first-position token
@@ -19,9 +21,10 @@ from src.argtypes import gamma_or_auto, non_negative, ranged
 from src.model.base import Method, median_seconds
 from src.model.duodec.drafter import Drafter, Drafts, choose_first_tokens, top_two  # noqa: F401
 from src.model.duodec.loop import Options, flatten, generate  # noqa: F401
-from src.model.duodec.policy import MODES, Budget, Modes, balance_gamma, branch_points, mode_priors  # noqa: F401
-from src.model.duodec.worker import (WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker, pin,  # noqa: F401
-                                     split_cores)
+from src.model.duodec.policy import (MODES, Budget, Costs, Modes, balance_gamma, branch_points,  # noqa: F401
+                                     chain_tokens, overlap_rate)
+from src.model.duodec.worker import (WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker, job_timeout,  # noqa: F401
+                                     pin, split_cores)
 
 DRAFT = "gguf"
 SPIN_MS = 20.0
@@ -71,11 +74,11 @@ def add_args(ap):
                     help="duodec: draft gamma tokens in every round (the paper), even where the target's forward "
                          "is shorter than the drafting (one token after a rejection) and so waits for it; by "
                          "default a round drafts only what ends within its forward, timed in the rounds")
-    ap.add_argument("--mode", choices=["auto", *MODES], default="overlap",
-                    help="duodec: how the rounds run. overlap (default): the draft drafts while the target verifies "
-                         "(the paper); sequential: draft, then verify; none: the target alone with free candidates; "
-                         "-all: that side takes every core in its turn; auto (experimental): whichever its own recent "
-                         "rounds measured fastest, the others re-measured now and then")
+    ap.add_argument("--mode", choices=["auto", *MODES], default="auto",
+                    help="duodec: how the rounds run. overlap: the draft drafts while the target verifies (the paper); "
+                         "sequential: draft, then verify; none: the target alone with free candidates; -all: that "
+                         "side takes every core in its turn; auto (default): whichever is fastest by the costs its "
+                         "own rounds measured (the others re-measured now and then) at the question's acceptance")
     ap.add_argument("--force-seqs", type=ranged(int, 0, 8), default=0,
                     help="duodec: always draft this many sequences (the top first tokens); for ablations and tests")
 
@@ -91,7 +94,7 @@ def check_args(args):
     return None
 
 
-def measure(target, draft, max_seqs, context_len=64):
+def measure(target, draft, max_seqs, context_len=64, sizes=(1, 4, 8, 16, 32, 64), reps=9):
     """Per-step time of the draft with k = 1..max_seqs sequences, and the target's forward time for
     n new tokens, on a context of `context_len` tokens."""
     ctx = [int(t) for t in np.random.default_rng(0).integers(3, min(draft.n_vocab, len(target.tokenizer)),
@@ -110,35 +113,47 @@ def measure(target, draft, max_seqs, context_len=64):
             draft.decode([(5, s, True) for s in range(k)])
             for s in range(k):
                 draft.rollback(len(ctx), s)
-        draft_step[k] = median_seconds(step, 9)
+        draft_step[k] = median_seconds(step, reps)
         drafter.branches = [list(ctx)]
     drafter.reset()
     target_fwd = {}
     target.reset()
     target.forward(ctx)
-    for n in (1, 4, 8, 16, 32, 64):
+    for n in sizes:
         def fwd(n=n):
             target.forward(ctx[:n] if n <= len(ctx) else (ctx * 2)[:n])
             target.sync()  # on a GPU, time the kernels, not their launch
             target.rollback(len(ctx))
         fwd()
-        target_fwd[n] = median_seconds(fwd, 9)
+        target_fwd[n] = median_seconds(fwd, reps)
     target.reset()
     return draft_step, target_fwd
+
+
+def measure_every_core(target, draft, cores):
+    """The probe with each side on every core, as the -all modes run (one sequence, fewer sizes)."""
+    threads = draft.threads, torch.get_num_threads()
+    draft.set_threads(cores)
+    target.set_threads(cores)
+    try:
+        return measure(target, draft, 1, sizes=(1, 8, 16), reps=5)
+    finally:
+        draft.set_threads(threads[0])
+        target.set_threads(threads[1])
 
 
 def make(args, target, draft):
     max_seqs = 1 if args.no_multiseq else min(max(args.max_seqs, args.force_seqs), draft.n_seq)
     draft_step, target_fwd = measure(target, draft, max_seqs)
+    every_core, draft_threads = len(os.sched_getaffinity(0)), draft.threads
+    spread = measure_every_core(target, draft, every_core) if every_core > 1 else None
     auto = args.gamma in (None, "auto")
     budget = Budget(args.gamma_rule if auto else "fixed", None if auto else int(args.gamma), draft_step, target_fwd,
-                    args.seq_budget)
+                    args.seq_budget, every_core=spread)
     options = Options(max_seqs=max_seqs, force_k=args.force_seqs, catch_up=args.catch_up, tree=args.verify == "tree",
                       lookup_ngram=args.lookup_ngram, branches=args.branches, fit=not args.no_fit)
-    every_core, draft_threads = len(os.sched_getaffinity(0)), draft.threads
-    priors = mode_priors(budget, spread=every_core > 1)
-    forced = None if args.mode == "auto" else args.mode if args.mode in priors else args.mode.removesuffix("-all")
-    modes = Modes(priors, forced=forced)
+    forced = None if args.mode == "auto" else args.mode if args.mode in budget.costs else args.mode.removesuffix("-all")
+    modes = Modes(budget, forced=forced)
     cores = split_cores(draft.threads) if args.pin_cores else None
     spin_ms = SPIN_MS if args.spin_ms is None else args.spin_ms
     if args.worker == "process":
@@ -167,5 +182,7 @@ def make(args, target, draft):
         "branches": args.branches, "fit": not args.no_fit,
         "pinned_cores": [sorted(c) for c in cores] if cores else None,
         "draft_step_ms": {k: round(v * 1e3, 4) for k, v in draft_step.items()},
-        "target_forward_ms": {n: round(v * 1e3, 4) for n, v in target_fwd.items()}}
+        "target_forward_ms": {n: round(v * 1e3, 4) for n, v in target_fwd.items()},
+        "every_core_ms": spread and {"draft_step": round(spread[0][1] * 1e3, 4),
+                                     "target_forward": {n: round(v * 1e3, 4) for n, v in spread[1].items()}}}
     return Method(forward, settings, close=worker.close, worker=worker)

@@ -59,6 +59,7 @@ class Drafts:
     odds: list
     steps: int = 0
     step_s: float = 0.0
+    synced: int = 0  # context tokens the job first had to read (a whole prompt after the prefill)
 
     def continuation(self, context, verified):
         """The drafted tokens that continue `verified` (which agrees with `context` up to where it was
@@ -75,7 +76,7 @@ class Drafter:
     """Owns a llama.cpp `Draft` and the tokens each of its sequences holds; drafts k greedy sequences."""
 
     def __init__(self, draft):
-        self.draft, self.branches = draft, [[]]
+        self.draft, self.branches, self.synced = draft, [[]], 0
 
     def reset(self):
         self.draft.clear()
@@ -89,6 +90,7 @@ class Drafter:
         self.draft.keep_only(best)
         self.draft.rollback(keep)
         self.branches = [list(context)]
+        self.synced = len(context) - keep
         return self.draft.eval(context[keep:])
 
     def first_tokens(self, logits, depth, max_seqs, force_k):
@@ -134,4 +136,4 @@ class Drafter:
             last = self.draft.decode([(seqs[s][-1], s, True) for s in range(len(seqs))])
             steps += 1
         self.branches = [(list(context[:starts[s]]) + seqs[s])[:self.draft.lengths[s]] for s in range(len(seqs))]
-        return Drafts(seqs, starts, k, odds, steps, time.perf_counter() - t0)
+        return Drafts(seqs, starts, k, odds, steps, time.perf_counter() - t0, self.synced)

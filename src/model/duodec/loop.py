@@ -6,7 +6,8 @@ the next sequences from the end of that pending draft. Then:
     accepted sequence becomes the new pending draft (post-verify: the pipeline stays full);
   - otherwise the target's own token is appended; the new drafts are dropped, unless a branch (the draft's
     runner-up token put where the pending draft failed, drafted alongside, --branches) starts with it.
-Round 1 overlaps the prefill: the draft proposes one token, ready when the prompt's forward ends.
+Round 1 overlaps the prefill (in the overlapped mode): the draft proposes one token, ready when the prompt's
+forward ends.
 A round drafts gamma tokens, or fewer where they would not end within its forward (a forward over one token
 after a rejection is shorter than gamma draft steps), so the target does not wait for them (--no-fit: gamma).
 When nothing is pending (after a rejection, a refused first token, or the prefill), the next forward
@@ -105,8 +106,9 @@ class RoundStats:
         mean = lambda xs, scale=1.0: round(scale * float(np.mean(xs)), 4) if xs else 0.0
         return {"k_hist": {str(k): v for k, v in sorted(self.ks.items())}, "gamma": round(float(np.mean(self.gammas)), 2),
                 "acceptance": round(budget.alpha(), 4), "tree_rounds": self.tree_rounds,
-                "draft_step_ms": round(budget.step * 1e3, 4), "draft_setup_ms": round(budget.setup * 1e3, 4),
-                "forward_scale": round(budget.fwd_scale, 3),
+                "draft_step_ms": round(budget.costs["overlap"].step * 1e3, 4),
+                "draft_setup_ms": round(budget.costs["overlap"].setup * 1e3, 4),
+                "forward_scale": round(budget.costs["overlap"].scale, 3),
                 "verify_ms": mean(self.verify_s, 1e3), "verify_tokens": round(mean(self.verify_tokens), 2),
                 "free_rounds": self.free_rounds, "free_accepted": self.free_accepted, "branch_hits": self.branch_hits,
                 "target_idle_share": round(self.target_idle / wall, 4) if wall else 0.0,
@@ -129,11 +131,13 @@ class Options:
 
 def catch_up(worker, stats, seq, room, budget, opt, n, threads=None):
     """With nothing pending, wait for n draft tokens so the next forward verifies more than one token: one
-    sequence, or (tree) k sequences by the theta rule."""
+    sequence, or (tree) k sequences by the theta rule. Returns the drafts and the job's seconds."""
     n = min(n, room)
     worker.submit(DraftJob(context=seq, depth=n, max_seqs=opt.max_seqs if opt.tree else 1, depths=budget.depths(n),
                            force_k=opt.force_k if opt.tree else 0, odds=opt.branches > 0, threads=threads))
-    return stats.wait(worker, catching_up=True)[0]
+    drafts, draft_s = stats.wait(worker, catching_up=True)
+    budget.observe(0, 0.0, draft_s, drafts.steps, drafts.step_s, len(drafts.seqs), drafts.synced)
+    return drafts, draft_s
 
 
 def free_candidates(index, seq, n):
@@ -167,11 +171,12 @@ class Plan:
     tree: list = None
     looked_up: bool = False
     job: DraftJob = None
+    caught_s: float = 0.0  # seconds the draft drafted before the forward (a catch-up)
 
 
 def plan_round(target, ans, mode, room, prefill, worker, budget, opt, stats, index, draft_threads):
     """What this round verifies, and what the draft does meanwhile (or first, if sequential)."""
-    gamma = budget.gamma(sequential=mode == "sequential")
+    gamma = budget.gamma()
     stats.gammas.append(gamma)
     p = Plan(ans.pending, ans.odds)
     if not p.chain and room > 0:
@@ -180,7 +185,7 @@ def plan_round(target, ans, mode, room, prefill, worker, budget, opt, stats, ind
         stats.free_rounds += p.looked_up
     wait_for = {"overlap": opt.catch_up, "sequential": gamma, "none": 0}[mode]
     if wait_for and not p.chain and not prefill and room > 0:
-        caught = catch_up(worker, stats, ans.seq, room, budget, opt, wait_for, draft_threads)
+        caught, p.caught_s = catch_up(worker, stats, ans.seq, room, budget, opt, wait_for, draft_threads)
         p.chain, p.odds = caught.seqs[0], caught.odds[0]
         p.tree = caught.seqs[:caught.k] if caught.k > 1 else None
     if mode == "overlap":
@@ -218,8 +223,8 @@ def collect_drafts(worker, v, budget, stats, prefill):
         worker.stop_early()
     drafts, draft_s = stats.wait(worker)
     if not prefill:
-        budget.observe(v.fed, stats.verify_s[-1], draft_s, drafts.steps, drafts.step_s, len(drafts.seqs))
-    return drafts
+        budget.observe(0, 0.0, draft_s, drafts.steps, drafts.step_s, len(drafts.seqs), drafts.synced)
+    return drafts, draft_s
 
 
 def accept_round(v, drafts, p, budget, stats, gen):
@@ -251,8 +256,8 @@ def advance(ans, gained, drafts, context, stop_ids, stats, held):
 def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, opt, modes, threads):
     """The rounds of one answer. `modes` picks each round's way of running (policy.Modes): overlap (the draft
     drafts while the target verifies), sequential (wait for gamma draft tokens, then verify with nothing
-    running beside) or none (verify free candidates, if any). Round 1 overlaps the prefill. `threads`:
-    (target's, draft's, every core): the -all modes give each side every core in its turn."""
+    running beside) or none (verify free candidates, if any). Round 1 is the prefill. `threads`:
+    (target's, draft's, every core): the -all modes give each side every core in its turn, the prefill's included."""
     clock, stats, ans = Clock(), RoundStats(), Answer(list(prompt_ids))
     target.reset()
     budget.start_question()
@@ -261,7 +266,10 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
     prefill = True
     while len(ans.new) < max_new_tokens and not ans.done:
         t0 = time.perf_counter()
-        mode = "overlap" if prefill else modes.choose()
+        # the prefill runs in the mode that would run next: only the overlapped one drafts beside it, so a
+        # long prompt's draft prefill, on the draft's core, does not hold up the first token otherwise
+        mode = modes.current if prefill else modes.choose()
+        budget.run_in(mode)
         kind, spread = mode.removesuffix("-all"), mode.endswith("-all")
         worker.spin(kind == "overlap")  # waiting for a message spins only where the other side answers soon
         target.set_threads(threads[2] if spread else threads[0])
@@ -271,12 +279,16 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
         if p.job:
             worker.submit(p.job)
         v = verify_round(target, ans.seq, p, sampling, gen, stats, prefill)
-        drafts = collect_drafts(worker, v, budget, stats, prefill) if p.job else NO_DRAFTS
+        drafts, beside_s = collect_drafts(worker, v, budget, stats, prefill) if p.job else (NO_DRAFTS, 0.0)
         gained = accept_round(v, drafts, p, budget, stats, gen)
         clock.first_token()
         advance(ans, gained, drafts, p.job.context if p.job else [], target.stop_ids, stats, v.held)
         if not prefill:
-            modes.observe(mode, len(gained), time.perf_counter() - t0)
+            round_s, verify_s = time.perf_counter() - t0, stats.verify_s[-1]
+            budget.observe(v.fed, verify_s, 0.0, 0, 0.0)
+            # the rest of the round: what neither side's measured work explains (Python, messages)
+            budget.observe_rest(round_s - p.caught_s - max(verify_s, beside_s))
+            modes.observe(mode, len(gained), round_s)
         prefill = False
     return finish(ans.new, target.stop_ids, max_new_tokens, ans.accepts, clock,
                   {**stats.as_dict(budget), **modes.as_dict()})

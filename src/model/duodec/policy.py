@@ -16,27 +16,97 @@ def balance_gamma(draft_step, target_fwd, cap=64):
 PRIOR_ACCEPTANCE, PRIOR_TOKENS = 0.6, 20
 
 
+def ema(old, new, n, floor=0.2):
+    """A running mean over the first 1 / floor measurements, then a moving average that follows the machine."""
+    return old + max(1.0 / n, floor) * (new - old)
+
+
+class Costs:
+    """One way of running's seconds, as its own rounds measure them (the start-up probe's until then): the
+    target's forward over n tokens (the probe's straight line, scaled), a draft job's fixed cost (catching up
+    with its context, choosing its first tokens) and each further step, and the rest of a round (the loop's
+    Python, the messages). Beside the target the draft steps slower than alone; on every core both are faster."""
+
+    def __init__(self, draft_step, target_fwd):
+        ns = np.array(sorted(target_fwd), dtype=float)
+        self.slope, self.base = np.polyfit(ns, [target_fwd[int(n)] for n in ns], 1)
+        self.step = self.setup = draft_step[1]
+        self.scale, self.rest = 1.0, 0.0
+        self.seen = {"forward": 0, "draft": 0, "rest": 0}
+
+    def forward(self, n):
+        return self.scale * (self.base + self.slope * n)
+
+    def draft(self, n):
+        """Seconds to draft n tokens: the job's fixed cost gives the first, each step one more."""
+        return self.setup + (n - 1) * self.step if n > 0 else 0.0
+
+    def restart(self):
+        """Measure afresh: the next rounds' running mean replaces what older rounds measured."""
+        self.seen = dict.fromkeys(self.seen, 0)
+
+    def count(self, part):
+        self.seen[part] += 1
+        return self.seen[part]
+
+    def observe_forward(self, fed, seconds):
+        self.scale = ema(self.scale, seconds / (self.base + self.slope * fed), self.count("forward"))
+
+    def observe_draft(self, seconds, steps, step_s, single=1.0):
+        """A job's seconds, `steps` of them decode steps (`step_s` seconds) over sequences that cost `single`
+        times one sequence's step each (the probe's ratio)."""
+        n = self.count("draft")
+        self.setup = ema(self.setup, seconds - step_s, n)
+        if steps:
+            self.step = ema(self.step, step_s / steps / single, n)
+
+    def observe_rest(self, seconds):
+        self.rest = max(0.0, ema(self.rest, seconds, self.count("rest")))
+
+    def as_ms(self):
+        return {"forward_1": round(self.forward(1) * 1e3, 4), "forward_scale": round(self.scale, 3),
+                "draft_setup": round(self.setup * 1e3, 4), "draft_step": round(self.step * 1e3, 4),
+                "rest": round(self.rest * 1e3, 4)}
+
+
+def chain_tokens(a, g):
+    """Expected tokens a round gains from g drafts at acceptance a: the accepted ones, then the target's own."""
+    return (1 - a ** (g + 1)) / (1 - a)
+
+
+def overlap_rate(a, full, empty, g):
+    """Tokens per second of the overlapped pipeline, a two-state chain: a full round verifies g pending drafts
+    (`full` seconds), gains chain_tokens(a, g) and stays full with probability a^(g + 1) (all held, and the
+    next draft's first token accepted); an empty round (after a rejection, `empty` seconds) gains one token and
+    fills with probability a. Per empty round a / (1 - a^(g + 1)) full ones run, 1 / (1 - a) tokens in all."""
+    return (1 / (1 - a)) / (a * full / (1 - a ** (g + 1)) + empty)
+
+
+READ_AT_MOST = 64  # context tokens a round's draft job reads at most: more is a prompt
+
+
 class Budget:
-    """Draft tokens per round (gamma), and each sequence's depth when k sequences share a round.
+    """Draft tokens per round (gamma), each sequence's depth when k sequences share a round, and what each way
+    of running (MODES) would gain per second, from the costs its rounds measured and the acceptance.
 
     fixed: --gamma N. time: balance_gamma. acceptance: the gamma that maximises the expected tokens per
-    round, (1 - a^g) / (1 - a) for acceptance a, over the round's time max(T_target(g), T_draft(g)),
-    with a the share of draft tokens accepted so far in the question (from a prior of 0.6 over 20 tokens),
-    T_target a straight line fitted to the probe's forward times and T_draft(g) a job's fixed cost plus
-    g - 1 steps.
-
-    The times are measured again in the rounds (`observe`), since beside the target the draft steps slower
-    than alone, and its jobs have a fixed cost the probe does not see. A round's forward may also feed fewer
+    round, (1 - a^g) / (1 - a), over the round's time (overlap: max(T_target(g), T_draft(g)); sequential:
+    their sum), with a the share of draft tokens accepted so far in the question (from a prior of 0.6 over 20
+    tokens). Each mode keeps its own Costs, since beside the target the draft steps slower than alone, and on
+    every core (the -all modes, probed apart) both sides run faster. A round's forward may also feed fewer
     tokens than gamma (one after a rejection): `fits` caps its draft at what ends within that forward.
     """
 
-    def __init__(self, rule, fixed, draft_step, target_fwd, seq_budget="split", cap=64):
+    def __init__(self, rule, fixed, draft_step, target_fwd, seq_budget="split", cap=64, every_core=None):
+        """every_core: the probe's (draft_step, target_fwd) on every core, for the -all modes (None: no such modes)."""
         self.rule, self.fixed, self.cap, self.seq_budget = rule, fixed, cap, seq_budget
         self.draft_step = draft_step
-        ns = np.array(sorted(target_fwd), dtype=float)
-        self.slope, self.base = np.polyfit(ns, [target_fwd[int(n)] for n in ns], 1)
         self.time_gamma = balance_gamma(draft_step, target_fwd, cap)
-        self.step, self.setup, self.fwd_scale = draft_step[1], draft_step[1], 1.0  # until rounds measure them
+        self.costs = {m: Costs(draft_step, target_fwd) for m in ("overlap", "sequential", "none")}
+        if every_core:
+            self.costs.update({m: Costs(*every_core) for m in ("sequential-all", "none-all")})
+        self.mode, self.switched = "overlap", False
+        self.pair = [PRIOR_ACCEPTANCE * PRIOR_TOKENS, float(PRIOR_TOKENS)]  # over every question, for Modes
         self.start_question()
 
     def start_question(self):
@@ -50,54 +120,77 @@ class Budget:
     def record(self, accepted, verified):
         self.accepted += accepted
         self.verified += verified
+        self.pair[0] += accepted
+        self.pair[1] += verified
+
+    def pair_alpha(self):
+        """The draft's acceptance over every question so far: what a mode's rounds would meet on this pair."""
+        return min(self.pair[0] / self.pair[1], 0.99)
+
+    def run_in(self, mode):
+        """The next round's mode. The first round after a change says little of the new mode's costs (threads
+        wake, the worker's first message waits), so it is not measured."""
+        self.switched, self.mode = mode != self.mode, mode
 
     def step_cost(self, k):
         """The probe's time of a step over k sequences."""
         ks = sorted(self.draft_step)
         return float(np.interp(k, ks, [self.draft_step[x] for x in ks]))
 
-    def observe(self, fed, verify_s, draft_s, steps, step_s, seqs=1, weight=0.2):
-        """One round's timings: the target's forward over `fed` tokens against the probe's line; the draft
-        job's fixed cost (its seconds `draft_s` less its `steps` decode steps over `seqs` sequences, `step_s`
-        seconds) and its seconds per single-sequence step (scaled by the probe's cost of such steps), all
-        while the other side runs. They are the machine's, not the question's, so they carry over between
-        questions."""
-        self.fwd_scale += weight * (verify_s / (self.base + self.slope * fed) - self.fwd_scale)
-        self.setup += weight * (draft_s - step_s - self.setup)
-        if steps:
-            one = step_s / steps * self.draft_step[1] / self.step_cost(seqs)
-            self.step += weight * (one - self.step)
+    @property
+    def now(self):
+        """The running mode's costs."""
+        return self.costs[self.mode]
 
-    def forward_time(self, n):
-        """Seconds of the target's forward over n tokens: the probe's line, scaled as the rounds measured it."""
-        return self.fwd_scale * (self.base + self.slope * n)
-
-    def draft_time(self, n):
-        """Seconds to draft n tokens: the job's fixed cost gives the first, each step one more."""
-        return self.setup + (n - 1) * self.step
+    def observe(self, fed, verify_s, draft_s, steps, step_s, seqs=1, synced=0):
+        """One round's timings in the running mode: the target's forward over `fed` tokens, and the draft job's
+        seconds `draft_s`, `steps` of them decode steps over `seqs` sequences (`step_s` seconds), after reading
+        `synced` tokens of context (a job that first read a prompt says nothing of a round's cost). They are
+        the machine's, not the question's, so they carry over between questions."""
+        if self.switched:
+            return
+        if fed:
+            self.now.observe_forward(fed, verify_s)
+        if draft_s and synced <= READ_AT_MOST:
+            self.now.observe_draft(draft_s, steps, step_s, self.step_cost(seqs) / self.draft_step[1])
 
     def fits(self, fed):
         """Draft tokens that end within the target's forward over `fed` tokens: more would make it wait."""
-        return max(1, 1 + int((self.forward_time(fed) - self.setup) / self.step))
+        c = self.now
+        return max(1, 1 + int((c.forward(fed) - c.setup) / c.step))
 
-    def gamma(self, sequential=False):
-        """sequential: for a round that drafts, then verifies, so that their times add up."""
-        if self.rule == "fixed":
-            return self.fixed
-        if self.rule == "time" and not sequential:
-            return self.time_gamma
-        # tokens per second rises then falls in g (a concave count over a convex time), so the scan stops at
-        # the first fall: a few steps of plain arithmetic, not arrays, since this runs every round
-        a, best, best_rate, tokens, reach = self.alpha(), 1, 0.0, 0.0, 1.0
-        for g in range(1, self.cap + 1):
-            tokens, reach = tokens + reach, reach * a
-            f, d = self.forward_time(g), self.draft_time(g)
-            rate = tokens / (f + d if sequential else max(f, d))
-            if rate < best_rate:
-                break
-            if rate > best_rate:
-                best, best_rate = g, rate
-        return best
+    def observe_rest(self, seconds):
+        if not self.switched:
+            self.now.observe_rest(seconds)
+
+    def best(self, mode=None, a=None):
+        """(gamma, expected tokens per second) of a mode (default: the running one) at acceptance a (default:
+        the question's). none: the target alone, one token a forward."""
+        c, kind = self.costs[mode or self.mode], (mode or self.mode).removesuffix("-all")
+        a = self.alpha() if a is None else a
+        if kind == "none":
+            return 0, 1.0 / (c.forward(1) + c.rest)
+        if self.rule == "fixed" or (self.rule == "time" and kind == "overlap"):
+            g = self.fixed if self.rule == "fixed" else self.time_gamma
+        else:  # tokens per second rises then falls in g (a concave count over a convex time), so the scan stops at
+            # the first fall: plain arithmetic, not arrays, since this runs every round
+            g, best_rate, tokens, reach = 1, 0.0, 0.0, 1.0
+            for n in range(1, self.cap + 1):
+                tokens, reach = tokens + reach, reach * a
+                f, d = c.forward(n), c.draft(n)
+                rate = tokens / (f + d if kind == "sequential" else max(f, d))
+                if rate < best_rate:
+                    break
+                if rate > best_rate:
+                    g, best_rate = n, rate
+        if kind == "sequential":
+            return g, chain_tokens(a, g) / (c.draft(g) + c.forward(g + 1) + c.rest)
+        full = max(c.forward(g + 1), c.draft(g)) + c.rest
+        empty = max(c.forward(1), c.draft(1)) + c.rest
+        return g, overlap_rate(a, full, empty, g)
+
+    def gamma(self):
+        return self.best()[0]
 
     def depths(self, gamma):
         """Each sequence's length for k = 1..max sequences: gamma split k ways (upstream), or as deep
@@ -126,54 +219,48 @@ def branch_points(odds, base, slots, floor=0.05):
 MODES = ("overlap", "sequential", "sequential-all", "none", "none-all")
 
 
-def mode_priors(budget, a=PRIOR_ACCEPTANCE, spread=True):
-    """Tokens per second of each mode before any round has measured it, from the start-up probe's timings
-    (each side alone, on its own threads): overlap hides the drafting behind the forward, sequential adds them,
-    none is the target alone. The probe does not time every core: an -all mode starts a hair below its
-    one-thread twin and is measured when re-measuring comes round (not at all without spread)."""
-    def best(sequential):
-        rates, tokens, reach = [], 1.0, a
-        for g in range(1, budget.cap + 1):
-            tokens, reach = tokens + reach, reach * a  # g drafts, then the target's own token
-            f, d = budget.forward_time(g + 1), budget.draft_time(g)
-            rates.append(tokens / (f + d if sequential else max(f, d)))
-        return max(rates)
-    priors = {"overlap": best(False), "sequential": best(True), "none": 1.0 / budget.forward_time(1)}
-    if spread:
-        priors.update({f"{m}-all": 0.999 * priors[m] for m in ("sequential", "none")})
-    return priors
-
-
 class Modes:
     """Which way DuoDecoding runs its next rounds: overlap (the draft drafts while the target verifies), sequential
     (draft, then verify, nothing beside the target's forward, as SpS with a GGUF draft does) or none (the target
-    alone, with free candidates). A mode's rate is what its own rounds measured, tokens gained over seconds
-    (moving averages; the probe's prior until it has run). The fastest runs. Every other mode is re-measured
-    for a few rounds now and then, less often each time it stays behind, so a quiet machine pays little; a
-    busy one shows at once in the running mode's own rate. The rates belong to the machine, so they carry
-    over between questions; the counts are per question."""
+    alone, with free candidates), each on its own threads or (-all) on every core in its turn.
 
-    def __init__(self, priors, forced=None, explore_after=64, explore_rounds=6, weight=0.25, most_apart=1024):
-        self.forced, self.weight = forced, weight
+    A mode's rate is the Budget's model of it: its own measured costs at the pair's acceptance, shared by
+    every mode, so that the text being easy or hard does not favour whichever mode ran on it (what rounds
+    gained would: a mode that ran on an easy stretch, or one where looked-up tokens held, would look fast).
+    The fastest runs, unless it beats the running one by less than `margin`. Every other mode is re-measured for
+    a few rounds now and then, less often each time it stays behind, so a quiet machine pays little; a busy one
+    shows at once in the running mode's own costs. Rates are compared every `every` rounds: the model costs a
+    scan of gamma per mode. Costs belong to the machine and carry over between questions; counts do not."""
+
+    def __init__(self, budget, forced=None, explore_after=64, explore_rounds=4, most_apart=1024, margin=1.03,
+                 every=8):
+        self.budget, self.forced, self.margin, self.every = budget, forced, margin, every
         self.explore_after, self.explore_rounds, self.most_apart = explore_after, explore_rounds, most_apart
-        self.tokens = {m: float(r) for m, r in priors.items()}  # per second of a unit round until measured
-        self.seconds = {m: 1.0 for m in priors}
-        self.measured = {m: False for m in priors}
-        self.apart = {m: explore_after for m in priors}  # rounds between re-measurements of a mode
-        self.waited = {m: 0 for m in priors}
-        self.exploring, self.left, self.last = None, 0, None
-        self.current = forced or max(priors, key=priors.get)
+        self.names = list(budget.costs)
+        self.apart = {m: explore_after for m in self.names}  # rounds between re-measurements of a mode
+        self.waited = {m: 0 for m in self.names}
+        self.exploring, self.left, self.since = None, 0, 0
+        self.rates = self.model_rates()
+        self.current = forced or max(self.rates, key=self.rates.get)
         self.start_question()
 
     def start_question(self):
-        self.rounds = {m: 0 for m in self.tokens}
+        self.rounds = {m: 0 for m in self.names}
+        self.gained, self.seconds = {m: 0 for m in self.names}, {m: 0.0 for m in self.names}
         self.switches = []
 
+    def model_rates(self):
+        """Each mode's tokens per second at the pair's acceptance (a question's own starts from a prior, and
+        rounds without drafts would never correct it)."""
+        a = self.budget.pair_alpha()
+        return {m: self.budget.best(m, a)[1] for m in self.names}
+
     def rate(self, mode):
-        return self.tokens[mode] / self.seconds[mode]
+        return self.rates[mode]
 
     def best(self):
-        return max(self.tokens, key=self.rate)
+        best = max(self.rates, key=self.rates.get)
+        return best if self.rates[best] > self.margin * self.rates[self.current] else self.current
 
     def choose(self):
         """The mode of the next round."""
@@ -183,38 +270,38 @@ class Modes:
             mode = self.exploring
             self.left -= 1
             if self.left == 0:
-                self.exploring = None
+                self.exploring, self.since = None, self.every  # judge at once what it measured
         else:
-            best = self.best()
-            if best != self.current:
-                self.switches.append(f"{self.current} -> {best} at round {sum(self.rounds.values())}: "
-                                     f"{self.rate(self.current):.1f} < {self.rate(best):.1f} tokens/s")
-                self.apart[self.current] = self.explore_after
-                self.current = best
-            mode = best
-            for m in self.tokens:
-                if m == best:
+            self.since += 1
+            if self.since >= self.every:
+                self.since, self.rates = 0, self.model_rates()
+                best = self.best()
+                if best != self.current:
+                    self.switches.append(f"{self.current} -> {best} at round {sum(self.rounds.values())}: "
+                                         f"{self.rates[self.current]:.1f} < {self.rates[best]:.1f} tokens/s")
+                    self.apart[self.current] = self.explore_after
+                    self.current = best
+            mode = self.current
+            for m in self.waited:
+                if m == mode:
                     continue
                 self.waited[m] += 1
                 if self.waited[m] >= self.apart[m]:  # re-measure m, then wait twice as long if it stays behind
-                    self.waited[m], self.apart[m] = 0, min(2 * self.apart[m], self.most_apart)
+                    far = self.rates[m] < 0.6 * self.rates[mode]  # (four times if far behind)
+                    self.waited[m], self.apart[m] = 0, min((4 if far else 2) * self.apart[m], self.most_apart)
                     self.exploring, self.left = m, self.explore_rounds
+                    self.budget.costs[m].restart()
                     break
         self.rounds[mode] += 1
         return mode
 
     def observe(self, mode, tokens, seconds):
-        """One round of `mode`: it gained `tokens` in `seconds`. The first round after a change of mode does not
-        count: it verifies what the other mode drafted."""
-        follows, self.last = self.last == mode, mode
-        if not follows:
-            return
-        if not self.measured[mode]:
-            self.tokens[mode], self.seconds[mode], self.measured[mode] = float(tokens), float(seconds), True
-            return
-        self.tokens[mode] += self.weight * (tokens - self.tokens[mode])
-        self.seconds[mode] += self.weight * (seconds - self.seconds[mode])
+        """One round of `mode` gained `tokens` in `seconds`: for the report only (see the class's note)."""
+        self.gained[mode] += tokens
+        self.seconds[mode] += seconds
 
     def as_dict(self):
         return {"mode_rounds": dict(self.rounds), "mode_switches": self.switches[:20],
-                "mode_rates": {m: round(self.rate(m), 2) for m in self.tokens}}
+                "mode_rates": {m: round(r, 2) for m, r in self.model_rates().items()},
+                "mode_measured": {m: round(self.gained[m] / self.seconds[m], 2) for m in self.names if self.seconds[m]},
+                "mode_costs_ms": {m: c.as_ms() for m, c in self.budget.costs.items()}}

@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from src.model.duodec.drafter import Drafter
 
 WORKER_TIMEOUT = 5.0
+READ_S = 0.02  # seconds a job may take per token of its context, on top: far more than any CPU needs to read one
+
+
+def job_timeout(job):
+    """Seconds a job may take before its worker counts as hung. A job may first read its whole context (a long
+    prompt, when the draft did not prefill beside the target), so the bound grows with it; a dead worker is an
+    error within 50 ms whatever the bound."""
+    return WORKER_TIMEOUT + READ_S * len(job.context)
 
 
 def split_cores(draft_threads):
@@ -101,10 +109,11 @@ class ThreadWorker:
         self.thread = threading.Thread(target=_thread_main, daemon=True,
                                        args=(Drafter(draft), self.jobs.get, self.results.put, self.cancel, cores))
         self.thread.start()
-        self._answer = None
+        self._answer, self.timeout = None, WORKER_TIMEOUT
 
     def submit(self, job):
         self.cancel.clear()
+        self.timeout = job_timeout(job)
         self.jobs.put(job)
 
     def stop_early(self):
@@ -120,9 +129,10 @@ class ThreadWorker:
         except queue.Empty:
             return False
 
-    def result(self, timeout=WORKER_TIMEOUT):
+    def result(self, timeout=None):
+        """The last job's answer, within `timeout` seconds (default: its job_timeout)."""
         return wait_for(self._ready, lambda: self._answer, self.thread.is_alive,
-                        lambda: RuntimeError("the draft worker thread died"), timeout)
+                        lambda: RuntimeError("the draft worker thread died"), timeout or self.timeout)
 
     def close(self):
         """Stop the thread and wait for it, so that nothing is left inside llama.cpp when the draft is freed."""
@@ -153,6 +163,7 @@ class ProcessWorker:
                                 args=(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, draft.repack_mode, child,
                                       self.cancel, cores, spin_s, self.awake))
         self._ready = spinning(self.conn.poll, spin_s, self.awake)
+        self.timeout = WORKER_TIMEOUT
         self.proc.start()
         self.result(60.0)  # loading the model
 
@@ -165,6 +176,7 @@ class ProcessWorker:
 
     def submit(self, job):
         self.cancel.clear()
+        self.timeout = job_timeout(job)
         try:
             self.conn.send(job)
         except OSError:
@@ -178,9 +190,10 @@ class ProcessWorker:
         may run: a spinning worker would take their core)."""
         self.awake.value = int(on)
 
-    def result(self, timeout=WORKER_TIMEOUT):
+    def result(self, timeout=None):
+        """The last job's answer, within `timeout` seconds (default: its job_timeout)."""
         try:
-            return wait_for(self._ready, self.conn.recv, self.proc.is_alive, self.died, timeout)
+            return wait_for(self._ready, self.conn.recv, self.proc.is_alive, self.died, timeout or self.timeout)
         except (EOFError, OSError):
             raise self.died() from None
 
