@@ -9,7 +9,7 @@ import torch
 
 from src.eval import answers
 from src.eval.compare import MAIN
-from src.eval.host import cpu_info
+from src.eval.host import native_bf16
 from src.eval.compare import main as compare_main
 from src.eval.prompts import prompt_ids
 from src.eval.questions import SPEC_BENCH, per_category, questions_for
@@ -19,7 +19,7 @@ from src.tools import fetch_real_pair as fetch
 
 IM_START, IM_END, END_OF_TEXT = 151644, 151645, 151643
 # as cmds/real_cpu.sh chooses: bf16 where the CPU computes it natively (AMX, AVX-512-BF16), else fp32
-NATIVE_BF16 = bool({"amx_bf16", "avx512_bf16"} & set(cpu_info()[1]))
+NATIVE_BF16 = native_bf16()
 DTYPE, DTYPE_NAME = ("bf16", "bfloat16") if NATIVE_BF16 else ("fp32", "float32")
 
 

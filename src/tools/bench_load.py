@@ -20,7 +20,7 @@ from pathlib import Path
 
 from src.eval import answers
 from src.eval.compare import main as compare_main
-from src.eval.host import host_tag, machine
+from src.eval.host import host_tag, machine, native_bf16
 from src.eval.speed import compare
 from src.utils import ROOT
 
@@ -79,10 +79,9 @@ def main(argv=None):
     ap.add_argument("--per-category", type=int, default=1)
     args = ap.parse_args(argv)
     if args.real:
-        bf16 = any(f in open("/proc/cpuinfo").read().split() for f in ("amx_bf16", "avx512_bf16"))
         bench = ["--bench", "spec_bench_humaneval", "--per-category", str(args.per_category), "--max-new-tokens", "64",
                  "--target", "qwen-coder-1.5b", "--gguf-draft", "qwen-coder-0.5b-gguf", "--dtype",
-                 "bf16" if bf16 else "fp32", "--warmup", "1"]
+                 "bf16" if native_bf16() else "fp32", "--warmup", "1"]
     else:
         bench = ["--bench", "demo", "--limit", str(args.limit)]
     out = Path(args.out) if args.out else ROOT / f"results/load-{'real-' if args.real else ''}cpu/runs" / \

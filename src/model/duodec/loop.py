@@ -136,7 +136,7 @@ def catch_up(worker, stats, seq, room, budget, opt, n, threads=None):
     worker.submit(DraftJob(context=seq, depth=n, max_seqs=opt.max_seqs if opt.tree else 1, depths=budget.depths(n),
                            force_k=opt.force_k if opt.tree else 0, odds=opt.branches > 0, threads=threads))
     drafts, draft_s = stats.wait(worker, catching_up=True)
-    budget.observe(0, 0.0, draft_s, drafts.steps, drafts.step_s, len(drafts.seqs), drafts.synced)
+    budget.observe_job(drafts, draft_s)
     return drafts, draft_s
 
 
@@ -223,7 +223,7 @@ def collect_drafts(worker, v, budget, stats, prefill):
         worker.stop_early()
     drafts, draft_s = stats.wait(worker)
     if not prefill:
-        budget.observe(0, 0.0, draft_s, drafts.steps, drafts.step_s, len(drafts.seqs), drafts.synced)
+        budget.observe_job(drafts, draft_s)
     return drafts, draft_s
 
 
@@ -285,7 +285,7 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
         advance(ans, gained, drafts, p.job.context if p.job else [], target.stop_ids, stats, v.held)
         if not prefill:
             round_s, verify_s = time.perf_counter() - t0, stats.verify_s[-1]
-            budget.observe(v.fed, verify_s, 0.0, 0, 0.0)
+            budget.observe(v.fed, verify_s, 0.0, 0, 0.0)  # the forward; the jobs were observed as they ended
             # the rest of the round: what neither side's measured work explains (Python, messages)
             budget.observe_rest(round_s - p.caught_s - max(verify_s, beside_s))
             modes.observe(mode, len(gained), round_s)

@@ -154,6 +154,10 @@ class Budget:
         if draft_s and synced <= READ_AT_MOST:
             self.now.observe_draft(draft_s, steps, step_s, self.step_cost(seqs) / self.draft_step[1])
 
+    def observe_job(self, drafts, seconds):
+        """A draft job's timings (Drafts), in the running mode."""
+        self.observe(0, 0.0, seconds, drafts.steps, drafts.step_s, len(drafts.seqs), drafts.synced)
+
     def fits(self, fed):
         """Draft tokens that end within the target's forward over `fed` tokens: more would make it wait."""
         c = self.now
