@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 1: install what is missing, then measure every method on the bundled demo pair on this
-# machine, interleaved, on the CPU (target 1 thread, draft 1 thread), and print the table beside the
-# committed reference runs. Each call writes a new folder under results/demo-cpu/runs/.
+# machine, interleaved, on the CPU (split cores: the target on 1 thread, the draft on 1 other; --cores shared:
+# every method on every core), and print the table beside the committed reference runs. Each call writes a
+# new folder under results/demo-cpu/runs/.
 #   bash cmds/demo.sh [--limit N] [--ablations] [--out DIR | --resume DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +14,5 @@ fi
 if [ ! -f data/rest/demo.idx ]; then
   python -m src.tools.build_rest_datastore --tokenizer data/models/demo-target --stdlib-train --out data/rest/demo.idx
 fi
-python -m src.eval.compare --bench demo --device cpu --target-threads 1 --draft-threads 1 \
+python -m src.eval.compare --bench demo --device cpu --cores split --target-threads 1 --draft-threads 1 \
   --reference $(cat results/demo-cpu/REFERENCES) "$@"

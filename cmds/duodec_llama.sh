@@ -3,5 +3,5 @@
 cd "$(dirname "$0")/.." && source cmds/env.sh && source cmds/grid.sh
 SHORT_QA_RAG=1 run_grid llama-2-7b "ar:ar" \
   "duodec:duodec:--draft vicuna-68m-gguf --gamma auto --draft-threads ${DRAFT_THREADS:-16}" \
-  "duodec-paper:duodec:--draft vicuna-68m-gguf --gamma 24 --max-seqs 8 --lookup-ngram 0 \
+  "duodec-paper:duodec:--draft vicuna-68m-gguf --preset paper --gamma 24 \
 --draft-threads ${DRAFT_THREADS:-16}"

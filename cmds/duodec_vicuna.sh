@@ -3,5 +3,5 @@
 cd "$(dirname "$0")/.." && source cmds/env.sh && source cmds/grid.sh
 run_grid vicuna-7b-v1.5 "ar:ar" \
   "duodec:duodec:--draft vicuna-68m-gguf --gamma auto --draft-threads ${DRAFT_THREADS:-16}" \
-  "duodec-paper:duodec:--draft vicuna-68m-gguf --gamma 16 --max-seqs 8 --lookup-ngram 0 \
+  "duodec-paper:duodec:--draft vicuna-68m-gguf --preset paper --gamma 16 \
 --draft-threads ${DRAFT_THREADS:-16}"

@@ -231,8 +231,11 @@ def wait_for_lines(path, n, proc, limit=120):
 
 @pytest.mark.parametrize("worker", ["thread", "process"])
 def test_ctrl_c_is_one_line_and_resumes(tiny, tmp_path, worker):
+    # a person's terminal delivers Ctrl-C to a process that handles it; a suite run as a background job
+    # (nohup ... &, a CI runner without a terminal) hands its children SIGINT ignored, so restore the default
     proc, out, _ = long_run(tiny, tmp_path, 200, 64, "--method", "duodec", "--draft", str(tiny["draft"]) + ".gguf",
-                            "--worker", worker, start_new_session=True)
+                            "--worker", worker, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_lines(out, 2, proc)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = proc.communicate(timeout=60)

@@ -12,15 +12,21 @@ from hypothesis import given, settings, strategies as st
 from src.backends.draft import Draft
 from src.backends.target import Target
 from src.model import duodec, method_args
-from src.model.base import Sampling
+from src.model.base import Cores, Sampling
 from tests.lossless import PROMPTS, chi_square, exact_first_tokens, greedy_mismatches, pit_pvalue, \
     sample_first_tokens
 
 
+CORES = len(os.sched_getaffinity(0))
+
+
 def args(**kw):
     """The method's defaults (its own parser), with a thread worker and the overlapped pipeline, whose features
-    most tests are about, unless a test asks otherwise (--mode auto has its own)."""
-    base = vars(method_args("duodec")[1]) | {"worker": "thread", "mode": "overlap"}
+    most tests are about, unless a test asks otherwise (--mode auto has its own), on split cores, or shared
+    (every core open to each side in its turn) with shared=True."""
+    shared = kw.pop("shared", False)
+    cores = Cores("shared" if shared else "split", 1, 1, CORES)
+    base = vars(method_args("duodec")[1]) | {"worker": "thread", "mode": "overlap", "cores": cores}
     return argparse.Namespace(**(base | kw))
 
 
@@ -69,9 +75,10 @@ def test_batched_sequences_match_drafting_each_alone(tiny):
     dict(branches=0, lookup_ngram=0),          # neither branches nor free candidates
     dict(branches=4, lookup_ngram=0, worker="process", pin_cores=True),
     dict(mode="sequential"),                   # draft, then verify
-    dict(mode="sequential-all", worker="process"),  # each side on every core in its turn
+    dict(mode="sequential-all", worker="process", shared=True),  # each side on every core in its turn
     dict(mode="none", lookup_ngram=2),         # the target alone with free candidates
     dict(mode="auto"),                         # the CLI's default: the mode its measured costs favour
+    dict(mode="auto", shared=True),            # ... with the -all modes open
     dict(mode="auto", max_seqs=8, catch_up=2, worker="process"),
 ])
 def test_greedy_identical_to_ar(tiny, variant):

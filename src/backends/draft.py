@@ -151,12 +151,18 @@ class Draft:
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, n_seq)
         self.lengths = [0] * n_seq
         self.path = path
+        self.most_threads = 0
 
     def set_threads(self, n):
         """llama.cpp's threads from the next decode on: a job that runs alone may take every core."""
         if n != self.threads:
             llama_cpp.llama_set_n_threads(self.ctx, n, n)
             self.threads = n
+
+    def watch_threads(self):
+        """Count from now the most threads a decode runs on; returns what reads the count (None: no decode)."""
+        self.most_threads = 0
+        return lambda: self.most_threads or None
 
     def close(self):
         if getattr(self, "ctx", None):
@@ -207,6 +213,7 @@ class Draft:
             b.seq_id[i][0], b.logits[i] = seq, bool(want)
             self.lengths[seq] += 1
         b.n_tokens = len(rows)
+        self.most_threads = max(self.most_threads, self.threads)
         rc = llama_cpp.llama_decode(self.ctx, b)
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with code {rc}")

@@ -1,4 +1,5 @@
 """Target backend: an HF causal LM with a transformers DynamicCache that the methods extend and roll back."""
+import inspect
 import re
 from pathlib import Path
 
@@ -84,6 +85,16 @@ class Target:
         self.max_length = getattr(self.config, "max_position_embeddings", None)
         self.cache = None
         self.path, self.twin = path, twin
+        self.most_threads = 0
+        # transformers 5.24 names the cache `cache` (`past_key_values` warns there, to go in 5.40); 5.17, the GPU
+        # image's, knows only `past_key_values` and would silently rebuild the cache at every call given `cache`
+        forward_args = inspect.signature(self.model.forward).parameters
+        self.cache_kw = "cache" if "cache" in forward_args else "past_key_values"
+
+    def watch_threads(self):
+        """Count from now the most torch threads a forward runs on; returns what reads the count."""
+        self.most_threads = torch.get_num_threads()
+        return lambda: self.most_threads
 
     def set_threads(self, n):
         """torch's threads for a CPU target's next forwards (a GPU target launches kernels from one thread)."""
@@ -110,12 +121,13 @@ class Target:
     def forward(self, tokens, position_ids=None, attention_mask=None):
         """Append `tokens` (list or 1-D tensor) to the cache; return their logits, shape (n, vocab), fp32."""
         ids = torch.as_tensor(tokens, dtype=torch.long, device=self.device).view(1, -1)
+        self.most_threads = max(self.most_threads, torch.get_num_threads())
         kwargs = {}
         if position_ids is not None:
             kwargs["position_ids"] = torch.as_tensor(position_ids, device=self.device).view(1, -1)
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask.to(self.device)
-        out = self.model(input_ids=ids, cache=self.cache, use_cache=True, **kwargs)
+        out = self.model(input_ids=ids, use_cache=True, **{self.cache_kw: self.cache}, **kwargs)
         logits = out.logits[0].float()
         if self.n_real < logits.shape[-1]:
             logits[:, self.n_real:] = float("-inf")

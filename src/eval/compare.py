@@ -21,7 +21,7 @@ from src.eval.inference import Run, add_common_args, answer_config, close_run, r
 from src.eval.report import print_beside, write_report
 from src.eval.questions import BENCHES, per_category, questions_for
 from src.eval.speed import compare, table
-from src.model import load_draft, load_target, method_args
+from src.model import load_draft, load_target, make_method, method_args, plan_cores
 from src.model.base import Sampling
 from src.utils import ROOT
 
@@ -33,14 +33,12 @@ VARIANTS = {
     "pld": ("pld", None, []),
     "rest": ("rest", None, []),
     "duodec": ("duodec", "gguf", []),
-    # the peers a user already has: the target given every core, and transformers' own generate()
-    "ar-all-cores": ("ar", None, ["--all-cores"]),
+    # the peers a user already has: transformers' own generate()
     "hf-ar": ("hf", None, ["--mode", "ar"]),
     "hf-assisted": ("hf", "hf", ["--mode", "assisted"]),
     "hf-lookup": ("hf", None, ["--mode", "lookup"]),
     # ablations: the paper's scheme, then one lever of the default undone (or an option added) at a time
-    "duodec-paper": ("duodec", "gguf", ["--max-seqs", "8", "--gamma-rule", "time", "--lookup-ngram", "0",
-                                       "--no-fit"]),
+    "duodec-paper": ("duodec", "gguf", ["--preset", "paper"]),
     "duodec-theta": ("duodec", "gguf", ["--max-seqs", "8"]),
     "duodec-catch-up": ("duodec", "gguf", ["--catch-up", "4"]),
     "duodec-branches": ("duodec", "gguf", ["--branches", "2"]),
@@ -51,10 +49,9 @@ VARIANTS = {
     "duodec-pin": ("duodec", "gguf", ["--pin-cores"]),
     "duodec-time": ("duodec", "gguf", ["--gamma-rule", "time"]),
     "duodec-overlap": ("duodec", "gguf", ["--mode", "overlap"]),
-    "duodec-sequential-all": ("duodec", "gguf", ["--mode", "sequential-all"]),
     "duodec-tree": ("duodec", "gguf", ["--verify", "tree", "--max-seqs", "8", "--catch-up", "4"]),
 }
-MAIN = ["ar", "ar-all-cores", "hf-ar", "hf-assisted", "hf-lookup", "sps", "sps-gguf", "pld", "rest", "duodec"]
+MAIN = ["ar", "hf-ar", "hf-assisted", "hf-lookup", "sps", "sps-gguf", "pld", "rest", "duodec"]
 ABLATIONS = [name for name in VARIANTS if name.startswith("duodec-")]
 
 
@@ -95,7 +92,7 @@ def run_folder(args, host):
     else:
         device = "gpu" if host["gpu"] != "none" and args.device != "cpu" else "cpu"
         under = Path(args.under) if args.under else ROOT / "results" / f"{args.bench}-{device}"
-        folder = under / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{host_tag(host)}"
+        folder = under / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{host_tag(host)}-{args.regime}"
     if folder.is_dir() and any(folder.glob("*.jsonl")):
         sys.exit(f"error: {folder} holds an earlier run's answers: pass --resume {folder} to continue it, "
                  f"or another --out")
@@ -103,7 +100,7 @@ def run_folder(args, host):
     return folder
 
 
-def make_runs(names, args, target, folder):
+def make_runs(names, args, target, folder, cores):
     drafts = {"hf": args.hf_draft, "gguf": args.gguf_draft}
     runs, loaded, hf_draft = [], [], None
     for name in names:
@@ -112,11 +109,11 @@ def make_runs(names, args, target, folder):
         if kind == "hf" and hf_draft is not None:
             draft = hf_draft  # one HF draft serves every variant: they run one after another
         else:
-            draft = load_draft(module, method, drafts.get(kind), target, args.draft_threads, args.draft_repack)
+            draft = load_draft(module, method, drafts.get(kind), target, cores.draft, args.draft_repack)
             hf_draft = draft if kind == "hf" else hf_draft
-        forward = module.make(margs, target, draft)
+        forward = make_method(module, margs, target, draft, cores)
         settings = {"variant": name,
-                    **run_settings(args, method, drafts.get(kind), target, draft, forward, target.template)}
+                    **run_settings(args, method, drafts.get(kind), target, draft, forward, target.template, cores)}
         config = answer_config(args, method, vars(margs), drafts.get(kind), target.template, variant=name)
         runs.append(Run(name, forward, folder / f"{name}.jsonl", settings, config))
         loaded.append(draft)
@@ -148,7 +145,9 @@ def main(argv=None):
 
 def measure(args, names, folder, host, questions, started):
     target = load_target(args.target, args.device, args.target_threads, args.device_map, args.dtype)
-    runs, drafts = make_runs(names, args, target, folder)
+    cores = plan_cores(args.regime, target, args.target_threads, args.draft_threads)
+    target.set_threads(cores.target)
+    runs, drafts = make_runs(names, args, target, folder, cores)
     (folder / "machine.json").write_text(json.dumps(host, indent=1) + "\n")
     try:
         run_eval(runs, questions, target.tokenizer, template=target.template, max_new_tokens=args.max_new_tokens,
@@ -164,7 +163,7 @@ def measure(args, names, folder, host, questions, started):
 def summarise(folder, names, args, host, n_questions):
     """table.md and summary.json of a run folder; returns the text."""
     report = [f"# {args.bench}: {n_questions} questions, {args.max_new_tokens} new tokens, "
-              f"temperature {args.temperature}", "", "Machine: " + json.dumps(host), ""]
+              f"temperature {args.temperature}, cores {args.regime}", "", "Machine: " + json.dumps(host), ""]
     base = answers.load(folder / "ar.jsonl")
     summary = {}
     for name in names:

@@ -28,7 +28,8 @@ from src.eval.cli import run_cli
 from src.eval.prompts import PromptError, check_prompt, prompt_ids
 from src.eval.questions import BENCHES, questions_for
 from src.model import METHODS, NotImplementedMethod, add_method_args, check_method_args, load_draft, load_method, \
-    load_target, method_flags
+    load_target, make_method, method_flags, plan_cores
+from src.model.base import REGIMES
 from src.model.base import Sampling
 
 
@@ -206,13 +207,17 @@ def answer_config(args, method, flags, draft_name, template, **extra):
     return {**extra, "method": method, "target": args.target, "draft": draft_name, "bench": args.bench,
             "question_file": args.question_file, "template": template,
             **{k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "dtype")},
+            "cores": args.regime,
             "method_flags": flags}
 
 
-def run_settings(args, method, draft_name, target, draft, forward, template):
-    """What an answer records of how it was made: the common flags, then the method's own settings."""
+def run_settings(args, method, draft_name, target, draft, forward, template, cores):
+    """What an answer records of how it was made: the common flags, the regime's cores, then the method's own
+    settings. The threads each side ran on are in every turn's stats."""
+    target_threads, draft_threads = cores.sides()
     return {"method": method, "target": str(args.target), "draft": draft_name,
-            "draft_repack": getattr(draft, "repack", None), "draft_threads": getattr(draft, "threads", None),
+            "draft_repack": getattr(draft, "repack", None), "cores": cores.as_dict(),
+            "target_threads": target_threads, "draft_threads": draft_threads if draft is not None else None,
             "cpu_affinity": sorted(os.sched_getaffinity(0)), "temperature": args.temperature, "top_k": args.top_k,
             "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "template": template, "seed": args.seed,
             "device": str(target.device), "dtype": str(target.dtype).removeprefix("torch."), **getattr(forward, "settings", {})}
@@ -244,8 +249,12 @@ def add_common_args(ap):
     ap.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                     help="the target's weights (and an HF draft's): auto is bf16 on a GPU, fp32 on the CPU; bf16 "
                          "pays on CPUs with AMX or AVX-512-BF16, where verifying 8 tokens costs about one")
+    ap.add_argument("--cores", dest="regime", choices=REGIMES, default="split",
+                    help="split (default; the paper's hardware on one CPU): the target owns --target-threads cores, "
+                         "the draft owns --draft-threads others, and no method borrows the other side's; shared (a "
+                         "CPU-only machine): every method may use every core, each side every core in its turn")
     ap.add_argument("--target-threads", type=threads("--target-threads"), default=None,
-                    help="torch threads for a CPU target")
+                    help="torch threads for a CPU target (default: the cores the draft does not own)")
     ap.add_argument("--draft-threads", type=threads("--draft-threads"), default=None,
                     help="llama.cpp threads for a GGUF draft (default: 1 beside a CPU target; beside a GPU "
                          "target all cores but two, which the target's kernel-launching thread needs)")
@@ -343,13 +352,15 @@ def main(argv=None):
 
 def run_inference(args, method, questions):
     target = load_target(args.target, args.device, args.target_threads, args.device_map, args.dtype)
+    cores = plan_cores(args.regime, target, args.target_threads, args.draft_threads)
+    target.set_threads(cores.target)
     template = args.template or target.template
-    draft = load_draft(method, args.method, args.draft, target, args.draft_threads, args.draft_repack)
-    forward = method.make(args, target, draft)
+    draft = load_draft(method, args.method, args.draft, target, cores.draft, args.draft_repack)
+    forward = make_method(method, args, target, draft, cores)
     model_id = args.model_id or f"{args.method}-{target.path.name}"
     config = answer_config(args, args.method, method_flags(method, args), args.draft, template, model_id=model_id)
     run = Run(model_id, forward, Path(args.answer_file), run_settings(args, args.method, args.draft, target, draft,
-                                                                      forward, template), config)
+                                                                      forward, template, cores), config)
     try:
         n = run_eval([run], questions, target.tokenizer, template=template, max_new_tokens=args.max_new_tokens,
                      sampling=Sampling(args.temperature, args.top_k, args.top_p), seed=args.seed,

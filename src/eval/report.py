@@ -42,14 +42,13 @@ def load_run(folder):
 def duodec_stats(records):
     ks, gammas, v_tok = Counter(), [], []
     shares = {"target_idle_share": [], "catch_up_idle_share": [], "draft_idle_share": []}
-    counts, timing, modes, switches = Counter(), {"draft_step_ms": [], "draft_setup_ms": []}, Counter(), 0
+    counts, timing, modes, switches = Counter(), {}, Counter(), 0
     for r in records:
         for st in r["choices"][0].get("stats", []):
             modes.update(st.get("mode_rounds", {}))
             switches += len(st.get("mode_switches", []))
-            for key, xs in timing.items():
-                if key in st:
-                    xs.append(st[key])
+            for mode, c in st.get("mode_costs_ms", {}).items():  # the costs of the modes that ran, by name
+                timing.setdefault(mode, []).append((c["draft_setup"], c["draft_step"]))
             ks.update({int(k): v for k, v in st.get("k_hist", {}).items()})
             gammas.append(st.get("gamma"))
             for key, xs in shares.items():
@@ -63,14 +62,31 @@ def duodec_stats(records):
             "draft_idle": mean(shares["draft_idle_share"]), "verify_tokens": mean(v_tok),
             "branch_hits": counts["branch_hits"] / max(1, len(gammas)), "free_rounds": counts["free_rounds"] / max(1, len(gammas)),
             "modes": ", ".join(f"{m} {n}" for m, n in modes.most_common() if n) or "-", "switches": switches,
-            **{key: statistics.median(xs) if xs else None for key, xs in timing.items()}}
+            "jobs": {m: (statistics.median(a for a, _ in xs), statistics.median(b for _, b in xs))
+                     for m, xs in timing.items() if not m.startswith("none")}}
 
 
 def job(s):
-    """A draft job's timing as the rounds measured it, or '-' for runs made before they did."""
-    if s["draft_setup_ms"] is None:
-        return "-"
-    return f"{s['draft_setup_ms']:.2f} + {s['draft_step_ms']:.2f}/step"
+    """A draft job's timing in each mode that drafted, as its rounds measured it, or '-'."""
+    return "; ".join(f"{m}: {setup:.2f} + {step:.2f}/step" for m, (setup, step) in s["jobs"].items()) or "-"
+
+
+def regime_of(runs):
+    """The run's cores regime, as its answers recorded it (runs made before regimes: '-')."""
+    for recs in runs.values():
+        for r in recs[:1]:
+            return r["choices"][0].get("settings", {}).get("cores", {}).get("regime", "-")
+    return "-"
+
+
+def threads_used(records):
+    """The most threads each side ran on over a method's answers, as the answers recorded them."""
+    most = {"target": 0, "draft": 0}
+    for r in records:
+        for st in r["choices"][0].get("stats", []):
+            for side, n in (st.get("threads") or {}).items():
+                most[side] = max(most[side], n or 0)
+    return most
 
 
 def pipeline(records, base_records):
@@ -127,32 +143,42 @@ def beside_references(folder, results, references, allow_partial=False):
         if Path(ref).resolve() != Path(folder).resolve():
             runs = load_run(ref)
             refs.append((Path(ref), {m: compare(recs, runs["ar"], allow_partial, (f"{ref}/{m}.jsonl", f"{ref}/ar.jsonl"))
-                                     ["overall"] for m, recs in runs.items() if m != "ar"}))
+                                     ["overall"] for m, recs in runs.items() if m != "ar"}, regime_of(runs)))
     if not refs:
         return []
-    head = "| method | this run | " + " | ".join(str(r) for r, _ in refs) + " |"
+    head = "| method | this run | " + " | ".join(str(r) for r, _, _ in refs) + " |"
     lines = ["## This run beside the reference runs", "",
-             "Speedup over AR (mean of per-question speeds), median per-question ratio in brackets.", "",
-             f"- this run ({shown(folder)}): {describe(machine_of(folder))}"]
-    lines += [f"- {r}: {describe(machine_of(r))}" for r, _ in refs]
+             "Speedup over AR of the same run and regime (mean of per-question speeds), median per-question ratio "
+             "in brackets.", "",
+             f"- this run ({shown(folder)}), cores {regime_of(load_run(folder))}: {describe(machine_of(folder))}"]
+    lines += [f"- {r}, cores {regime}: {describe(machine_of(r))}" for r, _, regime in refs]
     lines += ["", head, "|---" * (2 + len(refs)) + "|"]
     cell = lambda f: f"{f['speedup']:.2f} ({f['median_ratio']:.2f})" if f else "-"
     for m in results:
-        lines.append(f"| {m} | {cell(results[m]['overall'])} | " + " | ".join(cell(res.get(m)) for _, res in refs)
+        lines.append(f"| {m} | {cell(results[m]['overall'])} | " + " | ".join(cell(res.get(m)) for _, res, _ in refs)
                      + " |")
     return lines + [""]
 
 
+REGIME_TEXT = {"split": "The paper's hardware stood in on one CPU: the target owns its cores, the draft owns the "
+                        "others, and no method borrows the other side's.",
+               "shared": "A CPU-only machine: every method may use every core, each side every core in its turn."}
+
+
 def setup(runs):
     """How each run was made (from its first answer's settings); a twin is labelled as such."""
-    lines = ["## Setup", "", "| method | target | draft | draft threads | device |", "|---|---|---|---|---|"]
+    regime = regime_of(runs)
+    lines = ["## Setup", "", f"Cores: **{regime}**. " + REGIME_TEXT.get(regime, "") + " Every speedup below is over AR "
+             "in this regime. Threads: the most each side ran on in any answer, as the answers recorded them.", "",
+             "| method | target | draft | target threads | draft threads | device |", "|---|---|---|---|---|---|"]
     fwd_ms, twin = None, False
     for m, recs in runs.items():
         st = recs[0]["choices"][0].get("settings", {}) if recs else {}
         twin |= str(st.get("target", "")).startswith("twin:")
         fwd_ms = fwd_ms or st.get("target_forward_ms")
-        lines.append(f"| {m} | {st.get('target', '-')} | {st.get('draft') or '-'} | {st.get('draft_threads') or '-'} "
-                     f"| {st.get('device', '-')} |")
+        used = threads_used(recs)
+        lines.append(f"| {m} | {st.get('target', '-')} | {st.get('draft') or '-'} | {used['target'] or '-'} | "
+                     f"{used['draft'] or '-'} | {st.get('device', '-')} |")
     lines.append("")
     if fwd_ms:
         lines += ["Target forward, ms for n new tokens (DuoDecoding's start-up probe, synchronised): " +
@@ -251,8 +277,8 @@ def write_report(folder, references=(), allow_partial=False):
                   "question's speedup ÷ its bound. Both are medians over questions. Target idle: the share of "
                   "the time the target waits for the draft (of which catch-up: waiting for drafts after a rejection "
                   "or an empty round). Per answer: rejections a ready branch answered, rounds that verified "
-                  "looked-up tokens. Draft job: its fixed ms + ms per step, as timed in the rounds (beside the "
-                  "target; medians over questions). Rounds by mode: how many rounds ran overlapped, sequential "
+                  "looked-up tokens. Draft job: its fixed ms + ms per step in each mode that drafted, as timed in "
+                  "that mode's rounds (medians over answers). Rounds by mode: how many rounds ran overlapped, sequential "
                   "or with no draft, and how often the choice switched (the answers' stats say why).", "",
                   "| run | gamma | k histogram (rounds) | target idle (catch-up) | draft idle | branch hits | "
                   "lookup rounds | tokens fed per forward | verify ms | draft job | bound | efficiency | "

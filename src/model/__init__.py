@@ -5,14 +5,19 @@
     check_args(args)                checks between its flags that argparse cannot express (optional)
     make(args, target, draft=None)  -> forward(prompt_ids, max_new_tokens, sampling, gen) -> Generation
 
+`args.cores` is the run's core plan (base.Cores): `make_method` adds it, and runs every call of the method
+with each side on the threads the regime gives it, recording in each answer the threads the backends saw.
 Only the chosen method's module is imported, so one method's dependencies (draftretriever for REST)
 are not needed to run another.
 """
+import argparse
 import importlib
 import os
+import sys
 from pathlib import Path
 
 from src.argtypes import Parser
+from src.model.base import Cores, Method
 
 METHODS = {
     "ar": "src.model.autoregressive",
@@ -94,6 +99,45 @@ def default_draft_threads(target):
     if target.device is None or target.device.type == "cpu":
         return 1
     return max(1, len(os.sched_getaffinity(0)) - 2)
+
+
+def plan_cores(regime, target, target_threads=None, draft_threads=None):
+    """The run's Cores: the draft owns `draft_threads` cores (default_draft_threads), the target the rest (or
+    `target_threads`). In split the two must not overlap on a CPU target; a host too small to split them gets
+    a warning, and both sides then share its cores."""
+    every = len(os.sched_getaffinity(0))
+    draft = draft_threads or default_draft_threads(target)
+    on_cpu = target.device is None or target.device.type == "cpu"
+    own = target_threads or max(1, every - draft)
+    if regime == "split" and on_cpu and own + draft > every:
+        print(f"warning: --cores split: the target's {own} and the draft's {draft} threads exceed the {every} cores "
+              f"here, so the two sides share cores", file=sys.stderr)
+    return Cores(regime, own, draft, every)
+
+
+def make_method(module, args, target, draft, cores):
+    """The method's `Method`, every call of it run on the regime's threads: a side that runs alone takes its
+    own cores (split) or every core (shared). The answer records the most threads each backend saw in the call
+    (a method that sets its own per round, DuoDecoding, records them itself)."""
+    from src.backends.target import Target
+
+    method = module.make(argparse.Namespace(**vars(args), cores=cores), target, draft)
+    t, d = cores.sides()
+    gguf = draft is not None and not isinstance(draft, Target)
+
+    def forward(prompt_ids, max_new_tokens, sampling, gen):
+        target.set_threads(t)
+        if gguf:
+            draft.set_threads(d)
+        seen = (target.watch_threads(), draft.watch_threads() if draft is not None else None)
+        out = method(prompt_ids, max_new_tokens, sampling, gen)
+        used = {"target": seen[0](), "draft": seen[1]() if seen[1] else None}
+        if draft is not None and not gguf:  # an HF draft runs on the target's torch threads
+            used["draft"] = max(used["draft"] or 0, used["target"])
+        out.stats.setdefault("threads", used)
+        return out
+
+    return Method(forward, method.settings, method.close, method.worker)
 
 
 def load_draft(module, name, draft_name, target, threads=1, repack="auto"):

@@ -1,16 +1,6 @@
 """Autoregressive decoding: one target forward per token. The baseline every method must match."""
-import os
-
-import torch
-
 from src.model.base import Clock, Method, finish
 from src.verify import distributions, sample
-
-
-def add_args(ap):
-    ap.add_argument("--all-cores", action="store_true",
-                    help="ar: give a CPU target every core this process may use, for this method's turns only "
-                         "(the peer of a method that spends a core on its draft)")
 
 
 def generate(target, prompt_ids, max_new_tokens, sampling, gen=None):
@@ -36,16 +26,5 @@ def generate(target, prompt_ids, max_new_tokens, sampling, gen=None):
 
 
 def make(args, target, draft=None):
-    cores = len(os.sched_getaffinity(0)) if args.all_cores else None
-
-    def forward(prompt_ids, max_new_tokens, sampling, gen):
-        if cores is None:
-            return generate(target, prompt_ids, max_new_tokens, sampling, gen)
-        before = torch.get_num_threads()
-        target.set_threads(cores)
-        try:
-            return generate(target, prompt_ids, max_new_tokens, sampling, gen)
-        finally:
-            target.set_threads(before)
-
-    return Method(forward, {"target_threads": cores} if cores else {})
+    return Method(lambda prompt_ids, max_new_tokens, sampling, gen:
+                  generate(target, prompt_ids, max_new_tokens, sampling, gen))

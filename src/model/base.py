@@ -17,6 +17,33 @@ class Sampling:
         return self.temperature <= 0
 
 
+REGIMES = ("split", "shared")
+
+
+@dataclass(frozen=True)
+class Cores:
+    """The cores a run's methods may use, one regime for every method of a run.
+
+    split (the paper's hardware stood in on one CPU): the target owns `target` cores, the draft owns `draft`
+    others, and no method borrows the other side's. shared (a CPU-only machine): every method may use all
+    `every` cores; a method that runs one side at a time gives that side every core in its turn."""
+    regime: str = "split"
+    target: int = 1
+    draft: int = 1
+    every: int = 1
+
+    @property
+    def shared(self):
+        return self.regime == "shared"
+
+    def sides(self):
+        """(target's threads, draft's threads) for a method that runs one side at a time."""
+        return (self.every, self.every) if self.shared else (self.target, self.draft)
+
+    def as_dict(self):
+        return {"regime": self.regime, "target": self.target, "draft": self.draft, "every": self.every}
+
+
 @dataclass
 class Generation:
     """One answer turn. `accept_lengths` holds the tokens gained per target forward (bonus included)."""
@@ -62,13 +89,27 @@ def stopped(tokens, stop_ids):
 
 
 def finish(tokens, stop_ids, max_new_tokens, accept_lengths, clock, stats=None):
-    """Cut the output at the first stop id (excluded) or at max_new_tokens."""
+    """Cut the output at the first stop id (excluded) or at max_new_tokens, and the accept lengths with it,
+    so that they sum to the tokens returned (Spec-Bench's mean accepted tokens counts no token past the end)."""
     stop = "length"
     tokens = tokens[:max_new_tokens]
     end = next((i for i, t in enumerate(tokens) if t in stop_ids), None)
     if end is not None:
         tokens, stop = tokens[:end], "eos"
-    return Generation(tokens, accept_lengths, clock.ttft or 0.0, stop, stats or {})
+    return Generation(tokens, cut_accepts(accept_lengths, len(tokens), stop == "eos"), clock.ttft or 0.0, stop,
+                      stats or {})
+
+
+def cut_accepts(accept_lengths, n, eos=False):
+    """The accept lengths of the first n tokens, cut where they end. The round that gained the stop token (at
+    position n) stays, counting only what came before it: it was a forward all the same."""
+    out, start = [], 0
+    for a in accept_lengths:
+        if start > n or (start == n and not eos):
+            break
+        out.append(min(a, n - start))
+        start += a
+    return out
 
 
 def common_prefix(a, b):

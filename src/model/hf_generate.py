@@ -51,7 +51,8 @@ def generation_config(target, sampling, max_new_tokens, mode, lookup_tokens):
 @torch.inference_mode()
 def generate(target, prompt_ids, max_new_tokens, sampling, gen, assistant=None, mode="ar", lookup_tokens=10):
     if gen is not None and not sampling.greedy:
-        torch.manual_seed(int(torch.randint(2 ** 62, (), generator=gen)))  # generate() samples from the global RNG
+        # generate() samples from the global RNG; the question's generator (a CUDA one on a GPU) seeds it
+        torch.manual_seed(int(torch.randint(2 ** 62, (), generator=gen, device=gen.device)))
     clock = Clock()
     streamer = StepStreamer(clock)
     ids = torch.tensor([prompt_ids], device=target.device)

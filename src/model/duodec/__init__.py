@@ -12,15 +12,17 @@ Dynamic multi-sequence drafting: theta = p(1st top-1) * p(2nd top-1); every othe
 with p > theta (up to --max-seqs) starts its own sequence. Beyond the paper: branches at the pending
 draft's unsure positions, and looked-up n-gram continuations as free candidates.
 """
+import argparse
 import os
+import sys
 
 import numpy as np
 import torch
 
 from src.argtypes import gamma_or_auto, non_negative, ranged
-from src.model.base import Method, median_seconds
+from src.model.base import Cores, Method, median_seconds
 from src.model.duodec.drafter import Drafter, Drafts, choose_first_tokens, top_two  # noqa: F401
-from src.model.duodec.loop import Options, flatten, generate  # noqa: F401
+from src.model.duodec.loop import Options, Threads, flatten, generate  # noqa: F401
 from src.model.duodec.policy import (MODES, Budget, Costs, Modes, balance_gamma, branch_points,  # noqa: F401
                                      chain_tokens, overlap_rate)
 from src.model.duodec.worker import (WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker, job_timeout,  # noqa: F401
@@ -28,6 +30,9 @@ from src.model.duodec.worker import (WORKER_TIMEOUT, DraftJob, ProcessWorker, Th
 
 DRAFT = "gguf"
 SPIN_MS = 20.0
+# the paper's scheme: the draft always beside the target, the theta rule with up to 8 sequences, gamma from the
+# speed ratio, gamma tokens every round, no looked-up candidates
+PRESETS = {"paper": {"mode": "overlap", "max_seqs": 8, "gamma_rule": "time", "lookup_ngram": 0, "no_fit": True}}
 
 
 def add_args(ap):
@@ -79,6 +84,9 @@ def add_args(ap):
                          "sequential: draft, then verify; none: the target alone with free candidates; -all: that "
                          "side takes every core in its turn; auto (default): whichever is fastest by the costs its "
                          "own rounds measured (the others re-measured now and then) at the question's acceptance")
+    ap.add_argument("--preset", choices=["default", *PRESETS], default="default",
+                    help="duodec: paper: the paper's scheme (" + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                    PRESETS["paper"].items()) + "), over any of those flags given; default: the flags as given")
     ap.add_argument("--force-seqs", type=ranged(int, 0, 8), default=0,
                     help="duodec: always draft this many sequences (the top first tokens); for ablations and tests")
 
@@ -142,45 +150,62 @@ def measure_every_core(target, draft, cores):
         target.set_threads(threads[1])
 
 
+def effective_mode(requested, modes):
+    """The mode that runs for --mode `requested` when only `modes` are open (split cores open no -all mode, nor does
+    a 1-core host): None for auto; a -all mode that is not open runs on the side's own cores, with a warning."""
+    if requested == "auto" or requested in modes:
+        return None if requested == "auto" else requested
+    mode = requested.removesuffix("-all")
+    print(f"warning: duodec --mode {requested}: every core is not open to one side here (--cores shared on a host of "
+          f"2 or more cores opens it); running --mode {mode}", file=sys.stderr)
+    return mode
+
+
 def make(args, target, draft):
+    args = argparse.Namespace(**{**vars(args), **PRESETS.get(args.preset, {})})
+    # called outside the harness (tests, tools): split cores, each side as it is now
+    cores = getattr(args, "cores", None) or Cores("split", torch.get_num_threads(), draft.threads,
+                                                  len(os.sched_getaffinity(0)))
     max_seqs = 1 if args.no_multiseq else min(max(args.max_seqs, args.force_seqs), draft.n_seq)
+    target.set_threads(cores.target)
+    draft.set_threads(cores.draft)
     draft_step, target_fwd = measure(target, draft, max_seqs)
-    every_core, draft_threads = len(os.sched_getaffinity(0)), draft.threads
-    spread = measure_every_core(target, draft, every_core) if every_core > 1 else None
+    every = cores.every if cores.shared and cores.every > 1 else None  # split: each side keeps its own cores
+    spread = measure_every_core(target, draft, every) if every else None
     auto = args.gamma in (None, "auto")
     budget = Budget(args.gamma_rule if auto else "fixed", None if auto else int(args.gamma), draft_step, target_fwd,
                     args.seq_budget, every_core=spread)
     options = Options(max_seqs=max_seqs, force_k=args.force_seqs, catch_up=args.catch_up, tree=args.verify == "tree",
                       lookup_ngram=args.lookup_ngram, branches=args.branches, fit=not args.no_fit)
-    forced = None if args.mode == "auto" else args.mode if args.mode in budget.costs else args.mode.removesuffix("-all")
+    forced = effective_mode(args.mode, budget.costs)
     modes = Modes(budget, forced=forced)
-    cores = split_cores(draft.threads) if args.pin_cores else None
+    pinned = split_cores(draft.threads) if args.pin_cores else None
     spin_ms = SPIN_MS if args.spin_ms is None else args.spin_ms
     if args.worker == "process":
-        worker = ProcessWorker(draft, cores and cores[1], spin_ms / 1e3)
+        worker = ProcessWorker(draft, pinned and pinned[1], spin_ms / 1e3)
     else:
-        worker = ThreadWorker(draft, cores and cores[1])
+        worker = ThreadWorker(draft, pinned and pinned[1])
+
+    threads = Threads(cores.target, cores.draft, every)
 
     def forward(prompt_ids, max_new_tokens, sampling, gen):
-        before = pin(cores and cores[0])  # the calling thread only, and only for this call: others share it
+        before = pin(pinned and pinned[0])  # the calling thread only, and only for this call: others share it
         worker.spin(True)
-        target_threads = torch.get_num_threads()
         try:
-            return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, options, modes,
-                            (target_threads, draft_threads, every_core))
+            return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, options, modes, threads)
         finally:
-            target.set_threads(target_threads)  # the other methods' turns run as configured
             worker.spin(False)
             pin(before)
 
     settings = {
-        "gamma": "auto" if auto else int(args.gamma), "gamma_rule": budget.rule, "mode": args.mode,
+        "preset": args.preset, "gamma": "auto" if auto else int(args.gamma), "gamma_rule": budget.rule,
+        "mode": args.mode, "mode_effective": forced or "auto", "modes_open": list(budget.costs),
         "time_balance_gamma": budget.time_gamma,
         "catch_up": args.catch_up, "verify": args.verify, "max_seqs": max_seqs, "seq_budget": args.seq_budget,
         "worker": args.worker, "spin_ms": spin_ms if args.worker == "process" else None,
         "force_seqs": args.force_seqs, "lookup_ngram": args.lookup_ngram,
         "branches": args.branches, "fit": not args.no_fit,
-        "pinned_cores": [sorted(c) for c in cores] if cores else None,
+        "pinned_cores": [sorted(c) for c in pinned] if pinned else None,
         "draft_step_ms": {k: round(v * 1e3, 4) for k, v in draft_step.items()},
         "target_forward_ms": {n: round(v * 1e3, 4) for n, v in target_fwd.items()},
         "every_core_ms": spread and {"draft_step": round(spread[0][1] * 1e3, 4),

@@ -89,6 +89,7 @@ class RoundStats:
     free_rounds: int = 0
     free_accepted: int = 0
     branch_hits: int = 0  # rejections answered by a ready branch instead of a catch-up
+    mode_threads: dict = field(default_factory=dict)  # mode -> (target's threads, draft's or None)
     start: float = field(default_factory=time.perf_counter)
 
     def wait(self, worker, catching_up=False):
@@ -101,19 +102,38 @@ class RoundStats:
         self.draft_busy += drafting
         return seqs, drafting
 
+    def ran_on(self, mode, threads):
+        """Note the threads each side had in a round of `mode`."""
+        self.mode_threads[mode] = threads
+
     def as_dict(self, budget):
         wall = time.perf_counter() - self.start
         mean = lambda xs, scale=1.0: round(scale * float(np.mean(xs)), 4) if xs else 0.0
+        most = lambda side: max((t[side] for t in self.mode_threads.values() if t[side]), default=None)
         return {"k_hist": {str(k): v for k, v in sorted(self.ks.items())}, "gamma": round(float(np.mean(self.gammas)), 2),
                 "acceptance": round(budget.alpha(), 4), "tree_rounds": self.tree_rounds,
-                "draft_step_ms": round(budget.costs["overlap"].step * 1e3, 4),
-                "draft_setup_ms": round(budget.costs["overlap"].setup * 1e3, 4),
-                "forward_scale": round(budget.costs["overlap"].scale, 3),
+                "threads": {"target": most(0), "draft": most(1)},
+                "mode_threads": {m: {"target": t, "draft": d} for m, (t, d) in self.mode_threads.items()},
                 "verify_ms": mean(self.verify_s, 1e3), "verify_tokens": round(mean(self.verify_tokens), 2),
                 "free_rounds": self.free_rounds, "free_accepted": self.free_accepted, "branch_hits": self.branch_hits,
                 "target_idle_share": round(self.target_idle / wall, 4) if wall else 0.0,
                 "catch_up_idle_share": round(self.catch_up_idle / wall, 4) if wall else 0.0,
                 "draft_idle_share": round(max(0.0, 1 - self.draft_busy / wall), 4) if wall else 0.0}
+
+
+@dataclass(frozen=True)
+class Threads:
+    """Each side's threads: its own cores (`target`, `draft`), and every core (`every`) for a side that runs alone
+    in an -all mode (None: no such mode is open, as under split cores)."""
+    target: int
+    draft: int
+    every: int = None
+
+    def of(self, mode):
+        """(target's, draft's) threads in a mode; the draft's is None where no draft job runs."""
+        spread = mode.endswith("-all")
+        t, d = (self.every, self.every) if spread else (self.target, self.draft)
+        return t, None if mode.startswith("none") else d
 
 
 @dataclass(kw_only=True)
@@ -256,8 +276,8 @@ def advance(ans, gained, drafts, context, stop_ids, stats, held):
 def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, opt, modes, threads):
     """The rounds of one answer. `modes` picks each round's way of running (policy.Modes): overlap (the draft
     drafts while the target verifies), sequential (wait for gamma draft tokens, then verify with nothing
-    running beside) or none (verify free candidates, if any). Round 1 is the prefill. `threads`:
-    (target's, draft's, every core): the -all modes give each side every core in its turn, the prefill's included."""
+    running beside) or none (verify free candidates, if any). Round 1 is the prefill. `threads` (Threads): each
+    side's own cores, or every core in its turn in the -all modes, the prefill's included."""
     clock, stats, ans = Clock(), RoundStats(), Answer(list(prompt_ids))
     target.reset()
     budget.start_question()
@@ -270,12 +290,13 @@ def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, 
         # long prompt's draft prefill, on the draft's core, does not hold up the first token otherwise
         mode = modes.current if prefill else modes.choose()
         budget.run_in(mode)
-        kind, spread = mode.removesuffix("-all"), mode.endswith("-all")
+        kind = mode.removesuffix("-all")
         worker.spin(kind == "overlap")  # waiting for a message spins only where the other side answers soon
-        target.set_threads(threads[2] if spread else threads[0])
+        target_threads, draft_threads = threads.of(mode)
+        target.set_threads(target_threads)
+        stats.ran_on(mode, (target_threads, draft_threads))
         room = max_new_tokens - len(ans.new) - 1
-        p = plan_round(target, ans, kind, room, prefill, worker, budget, opt, stats, index,
-                       threads[2] if spread else threads[1])
+        p = plan_round(target, ans, kind, room, prefill, worker, budget, opt, stats, index, draft_threads)
         if p.job:
             worker.submit(p.job)
         v = verify_round(target, ans.seq, p, sampling, gen, stats, prefill)

@@ -308,4 +308,4 @@ class Modes:
         return {"mode_rounds": dict(self.rounds), "mode_switches": self.switches[:20],
                 "mode_rates": {m: round(r, 2) for m, r in self.model_rates().items()},
                 "mode_measured": {m: round(self.gained[m] / self.seconds[m], 2) for m in self.names if self.seconds[m]},
-                "mode_costs_ms": {m: c.as_ms() for m, c in self.budget.costs.items()}}
+                "mode_costs_ms": {m: c.as_ms() for m, c in self.budget.costs.items() if self.rounds[m]}}

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from src.model.duodec.drafter import Drafter
 
 WORKER_TIMEOUT = 5.0
+# a spawned worker re-imports the parent's main module (torch and transformers under src.eval.compare) before it
+# loads the draft: on a cold, sandboxed filesystem that alone can take a minute. A worker that dies meanwhile is
+# still an error within 50 ms, so a generous bound costs nothing.
+READY_TIMEOUT = 300.0
 READ_S = 0.02  # seconds a job may take per token of its context, on top: far more than any CPU needs to read one
 
 
@@ -165,7 +169,7 @@ class ProcessWorker:
         self._ready = spinning(self.conn.poll, spin_s, self.awake)
         self.timeout = WORKER_TIMEOUT
         self.proc.start()
-        self.result(60.0)  # loading the model
+        self.result(READY_TIMEOUT)  # importing, then loading the model
 
     def died(self):
         """The worker's end, read after join (exitcode is None until then)."""
