@@ -9,4 +9,4 @@ args=()
 for a in "$@"; do
   if [ "$a" = "--all" ]; then tier=(); else args+=("$a"); fi
 done
-python -m pytest -q "${tier[@]}" "${args[@]}"
+python -m pytest -q --durations=15 "${tier[@]}" "${args[@]}"

@@ -90,6 +90,11 @@ def sample_first_tokens(forward, prompt, n_samples, n=3, seed=0):
     return out
 
 
+def sampling_pvalue(forward, target, prompt, n_samples=20000, n=3):
+    """Chi-square p-value of a method's sampled first n tokens against AR's exact distribution."""
+    return chi_square(sample_first_tokens(forward, prompt, n_samples, n), exact_first_tokens(target, prompt, n))
+
+
 def pit_pvalue(target, prompt, outputs, max_new_tokens, temperature=1.0, bins=20, seed=0):
     """p-value that sampled outputs follow AR's distribution at every position, however many rounds they
     took: each token becomes u = F(x - 1) + V p(x) under AR's conditional given its own prefix (V uniform),

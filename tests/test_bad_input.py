@@ -78,7 +78,14 @@ BAD_FLAGS = [
     (["--draft-threads", "0"], "--draft-threads"),
     (["--shard-index", "3", "--num-shards", "2"], "--shard-index"),
     (["--device", "gpu"], "--device"),
-    (["--method", "lookahead"], "--method"),
+    (["--method", "lookahead", "--level", "1"], "--level"),
+    (["--method", "lookahead", "--window", "0"], "--window"),
+    (["--method", "lookahead", "--guess", "-1"], "--guess"),
+    (["--method", "nosuch"], "--method"),
+    (["--method", "pearl"], "needs --draft"),
+    (["--method", "pearl", "--draft", "demo-draft-gguf"], "HF directory"),
+    (["--method", "pearl", "--draft", "demo-draft", "--gamma", "0"], "--gamma"),
+    (["--method", "duodec", "--draft", "demo-draft"], "GGUF file"),
 ]
 
 

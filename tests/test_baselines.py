@@ -9,7 +9,8 @@ from src.backends.target import Target
 from src.model import pld, rest, sps
 from src.model.base import Sampling, common_prefix
 from src.tools.build_rest_datastore import build
-from tests.lossless import PROMPTS, chi_square, exact_first_tokens, greedy_mismatches, sample_first_tokens
+from tests.lossless import PROMPTS, chi_square, exact_first_tokens, greedy_mismatches, sample_first_tokens, \
+    sampling_pvalue
 
 N_NEW = 64
 
@@ -141,3 +142,14 @@ def test_sampling_matches_ar_distribution(tiny_vocab, tmp_path, name):
     pval = chi_square(samples, exact)
     print(f"{name}: chi-square p = {pval:.3f}")
     assert pval > 0.01
+
+
+def test_sampling_small_exact_check(tiny_vocab):
+    """The quick tier's sampling check: PLD's looked-up candidates (the deterministic-candidate rule), 1000 answers
+    of 2 tokens from the 16-token model, against AR's exact distribution (the slow tier runs every method at
+    20000)."""
+    target = Target(tiny_vocab["target"])
+    fwd = pld.make(args(), target)
+    prompt = [1, 5, 6, 7, 5, 6, 8, 5, 6]  # repeats, so lookups propose tokens
+    pval = sampling_pvalue(fwd, target, prompt, 1000, n=2)
+    assert pval > 1e-3, pval

@@ -6,11 +6,24 @@ import pytest
 from src.eval import answers
 from src.eval.compare import main as compare_main
 from src.model.base import cut_accepts
-from src.model.duodec import Modes, effective_mode
-from tests.test_duodec import QUIET, hand_budget, run_rounds
+from src.model.duodec import Modes, Tunables, effective_mode
+from tests.test_duodec_policy import QUIET, hand_budget, run_rounds
 
 CORES = len(os.sched_getaffinity(0))
-METHODS = ["hf-ar", "hf-assisted", "hf-lookup", "sps", "sps-gguf", "pld", "duodec", "duodec-paper"]
+METHODS = ["hf-ar", "hf-assisted", "hf-lookup", "sps", "sps-gguf", "pld", "lookahead", "pearl", "duodec",
+           "duodec-paper"]
+
+
+@pytest.fixture(scope="module")
+def regime_runs(tiny, tmp_path_factory):
+    """Each regime's run, made once for the module's tests."""
+    made = {}
+
+    def get(regime):
+        if regime not in made:
+            made[regime] = run_regime(tiny, tmp_path_factory.mktemp(regime), regime)
+        return made[regime]
+    return get
 
 
 def run_regime(tiny, tmp_path, regime):
@@ -32,11 +45,12 @@ def turns(records):
 
 
 @pytest.mark.parametrize("regime", ["split", "shared"])
-def test_every_method_keeps_to_the_regimes_cores(tiny, tmp_path, regime):
+def test_every_method_keeps_to_the_regimes_cores(regime_runs, regime):
     """split: no answer records more threads on a side than that side owns (the draft owns one core, the target
-    the rest). shared: every method but DuoDecoding records every core; DuoDecoding chooses, with the -all modes
-    open and each run on every core. Every answer's accept lengths sum to its new tokens."""
-    runs = run_regime(tiny, tmp_path, regime)
+    the rest; PEARL's draft shares the target's). shared: every method but DuoDecoding records every core;
+    DuoDecoding chooses, with the -all modes open and each run on every core. Every answer's accept lengths sum
+    to its new tokens."""
+    runs = regime_runs(regime)
     own = {"target": max(1, CORES - 1), "draft": 1}
     for name, records in runs.items():
         assert len(records) == 2, name
@@ -55,13 +69,16 @@ def test_every_method_keeps_to_the_regimes_cores(tiny, tmp_path, regime):
                 else:
                     assert used["target"] == CORES, (name, used)
                     assert used["draft"] in (None, CORES), (name, used)
-    assert all(runs[m][0]["choices"][0]["stats"][0]["threads"]["draft"] for m in ("sps", "sps-gguf", "duodec"))
+    assert all(runs[m][0]["choices"][0]["stats"][0]["threads"]["draft"] for m in ("sps", "sps-gguf", "pearl", "duodec"))
+    if regime == "split":
+        pearl = runs["pearl"][0]["choices"][0]
+        assert pearl["settings"]["shared_cores"] == sorted(os.sched_getaffinity(0))[:own["target"]]
     duo = runs["duodec"][0]["choices"][0]["settings"]
     assert any(m.endswith("-all") for m in duo["modes_open"]) == (regime == "shared" and CORES > 1)
 
 
-def test_paper_preset_runs_overlap_rounds_only(tiny, tmp_path):
-    records = run_regime(tiny, tmp_path, "shared")["duodec-paper"]
+def test_paper_preset_runs_overlap_rounds_only(regime_runs):
+    records = regime_runs("shared")["duodec-paper"]
     for _, c, stats in turns(records):
         s = c["settings"]
         assert s["preset"] == "paper" and s["mode_effective"] == "overlap" and s["max_seqs"] == 8
@@ -76,7 +93,7 @@ def test_answer_records_the_costs_of_the_modes_that_ran():
     """Hand-made timings: forced sequential rounds at twice the probe's forward and 4 ms a draft step record those
     costs under sequential's name, and no other mode's."""
     b = hand_budget()
-    modes = Modes(b, forced="sequential", every=1)
+    modes = Modes(b, forced="sequential", tune=Tunables(every=1))
     run_rounds(modes, b, 20, dict(QUIET, sequential=(2.0, 0.004, 0.0)))
     costs = modes.as_dict()["mode_costs_ms"]
     assert set(costs) == {"sequential"}
@@ -102,3 +119,20 @@ def test_a_mode_the_regime_does_not_open_runs_on_its_sides_own_cores(capsys):
 ])
 def test_accept_lengths_sum_to_the_tokens_returned(accepts, n, eos, want):
     assert cut_accepts(accepts, n, eos) == want and sum(want) == n
+
+
+def test_a_draft_beside_a_gpu_target_takes_the_fastest_thread_count_swept(tiny, monkeypatch):
+    """Beside a GPU target the draft may own every core but two; a short sweep at start-up picks the fastest count
+    (a small draft seldom scales that far), and the plan records what it measured."""
+    import types
+
+    import torch
+
+    from src.model import plan_cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)))  # a 6-core host: the draft may own 4
+    gpu_target = types.SimpleNamespace(device=torch.device("cuda"))
+    cores = plan_cores("split", gpu_target, gguf_draft=str(tiny["draft"]) + ".gguf")
+    assert set(cores.draft_sweep_ms) == {1, 2, 4}
+    assert cores.draft_sweep_ms[cores.draft] == min(cores.draft_sweep_ms.values())
+    assert cores.target == 6 - cores.draft and cores.as_dict()["draft_sweep_ms"] == cores.draft_sweep_ms
+    assert plan_cores("split", gpu_target, draft_threads=3).draft_sweep_ms is None  # a count given is kept

@@ -117,12 +117,13 @@ def test_upstream_grid_runs_on_the_standins(standins, tmp_path):
     env = {**os.environ, "DUODEC_MODELS_DIR": str(standins), "GRID_LIMIT": "2", "GRID_TOKENS": "16",
            "GRID_WARMUP": "0", "GRID_OUT": str(tmp_path), "DRAFT_THREADS": "1", "PYTHON": sys.executable,
            "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    p = subprocess.run(["bash", "cmds/duodec_llama.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=900)
-    assert p.returncode == 0, p.stderr[-3000:]
     benches = ["mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag", "humaneval"]
-    for bench in benches:
-        for label in ("ar", "duodec", "duodec-paper"):
-            lines = (tmp_path / "llama-2-7b" / bench / f"{label}.jsonl").read_text().splitlines()
-            assert len(lines) == 2
-    assert p.stdout.count("speedup") == 2 * len(benches)  # a speed table per method and bench
+    for script, labels in (("duodec_llama.sh", ("duodec", "pearl", "duodec-paper")),
+                           ("baseline_llama.sh", ("sps", "pld", "lookahead", "rest"))):
+        p = subprocess.run(["bash", f"cmds/{script}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        assert p.returncode == 0, p.stderr[-3000:]
+        for bench in benches:
+            for label in ("ar", *labels):
+                lines = (tmp_path / "llama-2-7b" / bench / f"{label}.jsonl").read_text().splitlines()
+                assert len(lines) == 2
+        assert p.stdout.count("speedup") == len(labels) * len(benches)  # a speed table per method and bench

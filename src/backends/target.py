@@ -147,11 +147,13 @@ class Target:
     @torch.inference_mode()
     def keep_path(self, start, nodes):
         """Keep the cache up to `start`, then the cached positions start + n for n in `nodes` (a tree path)."""
-        idx = torch.as_tensor([start + n for n in nodes], dtype=torch.long)
+        idx = {}  # the index on each device the cache lives on (several with --device-map), copied there once
         for layer in self.cache.layers:
             for name in ("keys", "values"):
                 t = getattr(layer, name)
-                t[:, :, start:start + len(nodes)] = t.index_select(2, idx.to(t.device))
+                on = idx.setdefault(t.device, torch.as_tensor([start + n for n in nodes], dtype=torch.long,
+                                                              device=t.device))
+                t[:, :, start:start + len(nodes)] = t.index_select(2, on)
         self.rollback(start + len(nodes))
 
     def verify_tree(self, tokens, parents):

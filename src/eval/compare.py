@@ -31,8 +31,11 @@ VARIANTS = {
     "sps": ("sps", "hf", []),
     "sps-gguf": ("sps", "gguf", []),
     "pld": ("pld", None, []),
+    "lookahead": ("lookahead", None, []),
     "rest": ("rest", None, []),
     "duodec": ("duodec", "gguf", []),
+    # DuoDecoding's rounds with the HF draft on the target's device and cores (the paper's ablation of the CPU)
+    "pearl": ("pearl", "hf", []),
     # the peers a user already has: transformers' own generate()
     "hf-ar": ("hf", None, ["--mode", "ar"]),
     "hf-assisted": ("hf", "hf", ["--mode", "assisted"]),
@@ -51,7 +54,7 @@ VARIANTS = {
     "duodec-overlap": ("duodec", "gguf", ["--mode", "overlap"]),
     "duodec-tree": ("duodec", "gguf", ["--verify", "tree", "--max-seqs", "8", "--catch-up", "4"]),
 }
-MAIN = ["ar", "hf-ar", "hf-assisted", "hf-lookup", "sps", "sps-gguf", "pld", "rest", "duodec"]
+MAIN = ["ar", "hf-ar", "hf-assisted", "hf-lookup", "sps", "sps-gguf", "pld", "lookahead", "rest", "pearl", "duodec"]
 ABLATIONS = [name for name in VARIANTS if name.startswith("duodec-")]
 
 
@@ -145,7 +148,8 @@ def main(argv=None):
 
 def measure(args, names, folder, host, questions, started):
     target = load_target(args.target, args.device, args.target_threads, args.device_map, args.dtype)
-    cores = plan_cores(args.regime, target, args.target_threads, args.draft_threads)
+    gguf = args.gguf_draft if any(VARIANTS[n][1] == "gguf" for n in names) else None
+    cores = plan_cores(args.regime, target, args.target_threads, args.draft_threads, gguf, args.draft_repack)
     target.set_threads(cores.target)
     runs, drafts = make_runs(names, args, target, folder, cores)
     (folder / "machine.json").write_text(json.dumps(host, indent=1) + "\n")

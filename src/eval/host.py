@@ -2,6 +2,7 @@
 import os
 import platform
 import re
+import subprocess
 from importlib.metadata import PackageNotFoundError, version
 
 ISA = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"]
@@ -36,6 +37,19 @@ def package_version(name):
         return None
 
 
+def commit():
+    """The repository's commit, '+' where the working tree differs from it; None outside a git checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "") if head.returncode == 0 else None
+
+
 def machine():
     import torch
 
@@ -43,9 +57,13 @@ def machine():
     info = {"cpu": model, "cores": len(os.sched_getaffinity(0)), "isa": isa,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
             "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": package_version("transformers"), "llama-cpp-python": package_version("llama_cpp_python")}
+            "transformers": package_version("transformers"), "llama-cpp-python": package_version("llama_cpp_python"),
+            "commit": commit()}
     try:
         import llama_cpp
+
+        from src.backends.draft import init_backend
+        init_backend()  # a portable build loads its CPU backend first: the system info names that one's features
         info["llama.cpp"] = llama_cpp.llama_print_system_info().decode().strip()
     except ImportError:
         info["llama.cpp"] = None
@@ -65,4 +83,5 @@ def describe(info):
     isa = " ".join(f.upper() for f in info.get("isa", [])) or "ISA not recorded"
     versions = ", ".join(f"{k} {info[k]}" for k in ("torch", "transformers", "llama-cpp-python") if info.get(k))
     gpu = f", GPU {info['gpu']}" if info.get("gpu", "none") != "none" else ""
-    return f"{info.get('cpu', '?')}, {info.get('cores', '?')} cores{gpu}, {isa}; {versions}"
+    at = f"; commit {info['commit']}" if info.get("commit") else ""
+    return f"{info.get('cpu', '?')}, {info.get('cores', '?')} cores{gpu}, {isa}; {versions}{at}"

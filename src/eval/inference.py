@@ -27,8 +27,8 @@ from src.eval import answers
 from src.eval.cli import run_cli
 from src.eval.prompts import PromptError, check_prompt, prompt_ids
 from src.eval.questions import BENCHES, questions_for
-from src.model import METHODS, NotImplementedMethod, add_method_args, check_method_args, load_draft, load_method, \
-    load_target, make_method, method_flags, plan_cores
+from src.model import METHODS, NotImplementedMethod, add_method_args, check_draft, check_method_args, load_draft, \
+    load_method, load_target, make_method, method_flags, plan_cores
 from src.model.base import REGIMES
 from src.model.base import Sampling
 
@@ -302,7 +302,7 @@ def parse_args(argv=None):
         ap.error(f"--shard-index must be below --num-shards ({args.num_shards})")
     module = load_method(method)
     check_method_args(module, args, ap)
-    problem = check_device(args.device) or check_answer_path(args.answer_file)
+    problem = check_device(args.device) or check_draft(module, method, args.draft) or check_answer_path(args.answer_file)
     if problem:
         ap.error(problem)
     return args, module
@@ -352,7 +352,8 @@ def main(argv=None):
 
 def run_inference(args, method, questions):
     target = load_target(args.target, args.device, args.target_threads, args.device_map, args.dtype)
-    cores = plan_cores(args.regime, target, args.target_threads, args.draft_threads)
+    gguf = args.draft if args.draft and str(args.draft).endswith("gguf") else None  # a file or a registry name
+    cores = plan_cores(args.regime, target, args.target_threads, args.draft_threads, gguf, args.draft_repack)
     target.set_threads(cores.target)
     template = args.template or target.template
     draft = load_draft(method, args.method, args.draft, target, cores.draft, args.draft_repack)

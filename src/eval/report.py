@@ -21,6 +21,7 @@ from src.eval.answers import AnswerFileError, load  # noqa: E402
 from src.eval.cli import run_cli  # noqa: E402
 from src.eval.host import describe  # noqa: E402
 from src.eval.speed import compare, question_speed  # noqa: E402
+from src.model.duodec.stats import TurnStats  # noqa: E402
 from src.utils import ROOT  # noqa: E402
 
 
@@ -44,18 +45,18 @@ def duodec_stats(records):
     shares = {"target_idle_share": [], "catch_up_idle_share": [], "draft_idle_share": []}
     counts, timing, modes, switches = Counter(), {}, Counter(), 0
     for r in records:
-        for st in r["choices"][0].get("stats", []):
-            modes.update(st.get("mode_rounds", {}))
-            switches += len(st.get("mode_switches", []))
-            for mode, c in st.get("mode_costs_ms", {}).items():  # the costs of the modes that ran, by name
+        for st in map(TurnStats.read, r["choices"][0].get("stats", [])):
+            modes.update(st.mode_rounds)
+            switches += len(st.mode_switches)
+            for mode, c in st.mode_costs_ms.items():  # the costs of the modes that ran, by name
                 timing.setdefault(mode, []).append((c["draft_setup"], c["draft_step"]))
-            ks.update({int(k): v for k, v in st.get("k_hist", {}).items()})
-            gammas.append(st.get("gamma"))
+            ks.update({int(k): v for k, v in st.k_hist.items()})
+            gammas.append(st.gamma)
             for key, xs in shares.items():
-                xs.append(st.get(key, 0.0))
-            counts.update({key: st.get(key, 0) for key in ("branch_hits", "free_rounds")})
-            if st.get("verify_ms"):
-                v_tok.append(st["verify_tokens"])
+                xs.append(getattr(st, key))
+            counts.update(branch_hits=st.branch_hits, free_rounds=st.free_rounds)
+            if st.verify_ms:
+                v_tok.append(st.verify_tokens)
     mean = lambda xs: statistics.fmean(xs) if xs else 0.0
     return {"gamma": Counter(gammas).most_common(1)[0][0] if gammas else None, "k_hist": dict(sorted(ks.items())),
             "target_idle": mean(shares["target_idle_share"]), "catch_up_idle": mean(shares["catch_up_idle_share"]),
@@ -344,6 +345,35 @@ def plot_acceptance(runs, methods, path, cap=16):
     plt.close(fig)
 
 
+LABELS = {"hf-ar": "transformers `generate`", "hf-assisted": "transformers assisted generation",
+          "hf-lookup": "transformers prompt lookup", "sps": "SpS, HF draft", "sps-gguf": "SpS, GGUF draft",
+          "pld": "PLD", "rest": "REST", "duodec": "**DuoDecoding**", "duodec-paper": "DuoDecoding, the paper's preset",
+          "lookahead": "Lookahead", "pearl": "PEARL"}
+
+
+def category_table(folder, over=("sps-gguf",)):
+    """Markdown: each method's speedup over AR per category, overall with the median per-question ratio, the ratio
+    over the methods in `over` (same run, same regime), and TTFT over SpS-GGUF's: the README's tables, made from a
+    run folder by `python -m src.eval.report RUN --table`."""
+    runs = load_run(folder)
+    methods = [m for m in runs if m != "ar"]
+    res = {m: compare(runs[m], runs["ar"]) for m in methods}
+    cats = [c for c in next(iter(res.values())) if c != "overall"]
+    over = [o for o in over if o in runs]
+    ttft = lambda m: res[m]["overall"]["ttft_s"] / res["sps-gguf"]["overall"]["ttft_s"] if "sps-gguf" in res else None
+    head = ["method", *cats, "overall (median)", *[f"over {o}" for o in over], "TTFT / SpS-GGUF"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in sorted(methods, key=lambda m: res[m]["overall"]["speedup"]):
+        o = res[m]["overall"]
+        vs = [f"{compare(runs[m], runs[x])['overall']['speedup']:.2f}" if x != m else "-" for x in over]
+        t = ttft(m)
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(f"{res[m][c]['speedup']:.2f}" for c in cats) +
+                     f" | {o['speedup']:.2f} ({o['median_ratio']:.2f}) | " + " | ".join(vs) +
+                     (" | " if vs else "") + (f"{t:.2f} |" if t else "- |"))
+    ar_tps = res[methods[0]]["overall"]["base_tokens_per_s"]
+    return "\n".join(lines) + f"\n\nCores {regime_of(runs)}; AR {ar_tps:.2f} tokens/s; {describe(machine_of(folder))}.\n"
+
+
 def print_beside(report_path):
     text = Path(report_path).read_text()
     if "## This run beside" in text:
@@ -355,7 +385,12 @@ def main(argv=None):
     ap.add_argument("results_dir")
     ap.add_argument("--reference", nargs="*", default=[], help="earlier run folders to show beside this one")
     ap.add_argument("--allow-partial", action="store_true", help="compare however few questions are paired")
+    ap.add_argument("--table", action="store_true", help="print the README's per-category table of the run, no report")
+    ap.add_argument("--over", default="sps-gguf", help="with --table: the methods to give ratios over (comma-separated)")
     args = ap.parse_args(argv)
+    if args.table:
+        print(category_table(args.results_dir, tuple(args.over.split(","))))
+        return
     path = write_report(args.results_dir, args.reference, args.allow_partial)
     print_beside(path)
     print(f"wrote {path}, {path.parent / 'speedup.png'} and {path.parent / 'acceptance.png'}")

@@ -1,6 +1,6 @@
 """Decoding methods, one module each. A method module provides
 
-    DRAFT = None | "any" | "gguf" | "optional-hf"   what --draft it needs (any = an HF dir or a GGUF file)
+    DRAFT = None | "any" | "gguf" | "hf" | "optional-hf"   what --draft it needs (any = an HF dir or a GGUF file)
     add_args(group)                 its own flags (optional), in its own argument group
     check_args(args)                checks between its flags that argparse cannot express (optional)
     make(args, target, draft=None)  -> forward(prompt_ids, max_new_tokens, sampling, gen) -> Generation
@@ -14,7 +14,10 @@ import argparse
 import importlib
 import os
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 from src.argtypes import Parser
 from src.model.base import Cores, Method
@@ -25,6 +28,8 @@ METHODS = {
     "pld": "src.model.pld",
     "rest": "src.model.rest",
     "duodec": "src.model.duodec",
+    "pearl": "src.model.pearl",
+    "lookahead": "src.model.lookahead",
     "hf": "src.model.hf_generate",
 }
 
@@ -101,18 +106,47 @@ def default_draft_threads(target):
     return max(1, len(os.sched_getaffinity(0)) - 2)
 
 
-def plan_cores(regime, target, target_threads=None, draft_threads=None):
-    """The run's Cores: the draft owns `draft_threads` cores (default_draft_threads), the target the rest (or
-    `target_threads`). In split the two must not overlap on a CPU target; a host too small to split them gets
-    a warning, and both sides then share its cores."""
+def plan_cores(regime, target, target_threads=None, draft_threads=None, gguf_draft=None, repack="auto"):
+    """The run's Cores: the draft owns `draft_threads` cores, the target the rest (or `target_threads`). Without
+    --draft-threads a GGUF draft beside a GPU target gets the fastest count a short sweep measures (among
+    default_draft_threads, the cores left to it); beside a CPU target, one core. In split the two must not
+    overlap on a CPU target; a host too small to split them gets a warning, and both sides then share its cores."""
     every = len(os.sched_getaffinity(0))
-    draft = draft_threads or default_draft_threads(target)
+    draft, sweep = draft_threads or default_draft_threads(target), None
+    if draft_threads is None and draft > 1 and gguf_draft:
+        draft, sweep = sweep_draft_threads(gguf_draft, draft, repack)
     on_cpu = target.device is None or target.device.type == "cpu"
     own = target_threads or max(1, every - draft)
     if regime == "split" and on_cpu and own + draft > every:
         print(f"warning: --cores split: the target's {own} and the draft's {draft} threads exceed the {every} cores "
               f"here, so the two sides share cores", file=sys.stderr)
-    return Cores(regime, own, draft, every)
+    return Cores(regime, own, draft, every, sweep)
+
+
+def sweep_draft_threads(name_or_path, most, repack="auto", reps=7):
+    """The fastest llama.cpp thread count for one draft step (64 tokens cached) among 1, 2, 4, ... and `most`,
+    interleaved over `reps` rounds: a small draft seldom scales to many cores, and each thread costs a wake-up
+    per step. Returns (threads, {threads: median ms per step})."""
+    from src.backends.draft import Draft
+    from src.utils import resolve
+
+    counts = sorted({min(2 ** i, most) for i in range(most.bit_length() + 1)})
+    draft = Draft(resolve(name_or_path, "--draft")[0], threads=1, n_ctx=256, n_seq=1, repack=repack)
+    try:
+        ctx = [int(t) for t in np.random.default_rng(0).integers(3, draft.n_real, 64)]
+        draft.eval(ctx)
+        times = {n: [] for n in counts}
+        for _ in range(reps):
+            for n in counts:
+                draft.set_threads(n)
+                t0 = time.perf_counter()
+                draft.eval([ctx[-1]])
+                times[n].append(time.perf_counter() - t0)
+                draft.rollback(len(ctx))
+    finally:
+        draft.close()
+    ms = {n: round(1e3 * float(np.median(ts)), 4) for n, ts in times.items()}
+    return min(ms, key=ms.get), ms
 
 
 def make_method(module, args, target, draft, cores):
@@ -140,6 +174,24 @@ def make_method(module, args, target, draft, cores):
     return Method(forward, method.settings, method.close, method.worker)
 
 
+def check_draft(module, name, draft_name):
+    """Before any model loads: the --draft the method needs is given, and is of the kind it takes."""
+    from src.utils import ModelNotFound, resolve
+
+    need = getattr(module, "DRAFT", None)
+    if need in ("any", "gguf", "hf") and not draft_name:
+        return f"method {name!r} needs --draft ({'an HF directory' if need == 'hf' else 'a registry name or path'})"
+    if need in ("gguf", "hf") and draft_name:
+        try:
+            path, _ = resolve(draft_name, "--draft")
+        except ModelNotFound as e:
+            return str(e)
+        if Path(path).is_dir() != (need == "hf"):
+            return f"method {name!r} takes {'an HF directory' if need == 'hf' else 'a GGUF file'} as --draft, " \
+                   f"not {path}"
+    return None
+
+
 def load_draft(module, name, draft_name, target, threads=1, repack="auto"):
     """The draft the method asks for (None if none), checked against the target's vocabulary."""
     from src.utils import resolve
@@ -154,7 +206,7 @@ def load_draft(module, name, draft_name, target, threads=1, repack="auto"):
     if hf and need == "gguf":
         raise ValueError(f"method {name!r} needs a GGUF draft run by llama.cpp, not {draft_path} "
                          f"(python -m src.tools.convert_to_gguf converts it)")
-    if not hf and need == "optional-hf":
+    if not hf and need in ("hf", "optional-hf"):
         raise ValueError(f"method {name!r} takes an HF directory as --draft, not {draft_path}")
     if hf:
         from src.backends.target import Target

@@ -31,6 +31,7 @@ class Cores:
     target: int = 1
     draft: int = 1
     every: int = 1
+    draft_sweep_ms: dict = field(default=None, compare=False)  # {threads: ms per step} where a sweep chose `draft`
 
     @property
     def shared(self):
@@ -41,7 +42,8 @@ class Cores:
         return (self.every, self.every) if self.shared else (self.target, self.draft)
 
     def as_dict(self):
-        return {"regime": self.regime, "target": self.target, "draft": self.draft, "every": self.every}
+        return {"regime": self.regime, "target": self.target, "draft": self.draft, "every": self.every,
+                "draft_sweep_ms": self.draft_sweep_ms}
 
 
 @dataclass
@@ -171,6 +173,24 @@ def chain_step(target, seq, drafts, sampling, gen, q_rows=None):
     n, nxt = verify_chain(drafts, p_rows, gen, q_rows)
     target.rollback(len(seq) + n)
     return n, nxt, p_rows
+
+
+def build_tree(sequences, max_nodes):
+    """A trie of the sequences (REST's retrieved continuations, Lookahead's n-grams): (tokens, parents), parents
+    before children, at most max_nodes nodes."""
+    tokens, parents, index = [], [], {}
+    for s in sequences:
+        parent = -1
+        for tok in s:
+            key = (parent, tok)
+            if key not in index:
+                if len(tokens) >= max_nodes:
+                    break
+                index[key] = len(tokens)
+                tokens.append(tok)
+                parents.append(parent)
+            parent = index[key]
+    return tokens, parents
 
 
 def tree_step(target, seq, tokens, parents, sampling, gen):

@@ -5,7 +5,7 @@ from pathlib import Path
 import draftretriever
 
 from src.argtypes import positive, ranged
-from src.model.base import Method, decode_loop, tree_step
+from src.model.base import Method, build_tree, decode_loop, tree_step
 
 
 def add_args(ap):
@@ -32,23 +32,6 @@ def retrieve(reader, seq, max_span=16, min_span=2, num_draft=64):
         if found:
             return [[t for t in s if t >= 0] for s in found]
     return []
-
-
-def build_tree(sequences, max_nodes):
-    """A trie of the sequences: (tokens, parents), parents before children, at most max_nodes nodes."""
-    tokens, parents, index = [], [], {}
-    for s in sequences:
-        parent = -1
-        for tok in s:
-            key = (parent, tok)
-            if key not in index:
-                if len(tokens) >= max_nodes:
-                    break
-                index[key] = len(tokens)
-                tokens.append(tok)
-                parents.append(parent)
-            parent = index[key]
-    return tokens, parents
 
 
 def generate(target, reader, prompt_ids, max_new_tokens, sampling, gen, max_span=16, min_span=2, num_draft=64):

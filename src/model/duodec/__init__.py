@@ -1,30 +1,37 @@
 """DuoDecoding (arXiv 2503.00784): a llama.cpp draft on the CPU drafts while the target verifies.
 
-    drafter.py  the multi-sequence rule (theta) and the drafter: its sequences in one llama_decode a step
+    rules.py    the paper's rules and this project's, as pure functions: the theta rule, gamma from the speed
+                ratio, k sequences sharing gamma, a chain's expected tokens, the pipeline's rate, branch points
+    policy.py   what the rounds measure, and what follows: gamma and depths (Budget), and which way to run
+                (Modes, --mode auto): overlapped, sequential or no draft, on each side's cores or every core
+    drafter.py  the drafter: its sequences in one llama_decode a step
     worker.py   where the drafter runs: its own process (default) or a thread, one dispatch loop for both
-    policy.py   how much to draft: gamma by a fixed value, the paper's time balance or the acceptance,
-                capped by what ends within a round's forward (times measured in the rounds); where to branch;
-                which way to run (--mode auto): overlapped, sequential or no draft, on one core or every core,
-                by each mode's measured costs
-    loop.py     the rounds: verify the pending draft while the next is drafted, then extend
+    loop.py     the rounds (Rounds): plan, verify the pending draft while the next is drafted, collect, accept,
+                advance
+
+The paper's terms in the code: pre-verify / post-verify = a round with nothing pending / with a pending draft
+(Rounds.verify); gamma = Budget.gamma() (--gamma-rule time: the paper's speed ratio, rules.balance_gamma); the k
+sequences = rules.choose_first_tokens (--max-seqs, --preset paper); the parallel draft = Rounds.job_beside, run
+by the worker while the target's forward runs.
 
 Dynamic multi-sequence drafting: theta = p(1st top-1) * p(2nd top-1); every other first-position token
 with p > theta (up to --max-seqs) starts its own sequence. Beyond the paper: branches at the pending
 draft's unsure positions, and looked-up n-gram continuations as free candidates.
 """
-import argparse
 import os
 import sys
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 
 from src.argtypes import gamma_or_auto, non_negative, ranged
 from src.model.base import Cores, Method, median_seconds
-from src.model.duodec.drafter import Drafter, Drafts, choose_first_tokens, top_two  # noqa: F401
-from src.model.duodec.loop import Options, Threads, flatten, generate  # noqa: F401
-from src.model.duodec.policy import (MODES, Budget, Costs, Modes, balance_gamma, branch_points,  # noqa: F401
-                                     chain_tokens, overlap_rate)
+from src.model.duodec.drafter import Drafter, Drafts, top_two  # noqa: F401
+from src.model.duodec.loop import Options, Rounds, Threads, flatten  # noqa: F401
+from src.model.duodec.policy import Budget, Costs, Modes, Tunables  # noqa: F401
+from src.model.duodec.rules import (MODES, balance_gamma, branch_points, chain_tokens,  # noqa: F401
+                                    choose_first_tokens, kind, overlap_rate)
 from src.model.duodec.worker import (WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker, job_timeout,  # noqa: F401
                                      pin, split_cores)
 
@@ -32,7 +39,42 @@ DRAFT = "gguf"
 SPIN_MS = 20.0
 # the paper's scheme: the draft always beside the target, the theta rule with up to 8 sequences, gamma from the
 # speed ratio, gamma tokens every round, no looked-up candidates
-PRESETS = {"paper": {"mode": "overlap", "max_seqs": 8, "gamma_rule": "time", "lookup_ngram": 0, "no_fit": True}}
+PRESETS = {"paper": {"mode": "overlap", "max_seqs": 8, "gamma_rule": "time", "lookup_ngram": 0, "fit": False}}
+
+
+@dataclass(frozen=True)
+class Config:
+    """DuoDecoding's choices, built once from its flags (a preset's choices over them), feeding every constructor,
+    and recorded whole in every answer's settings. The flags' help (add_args) says what each does."""
+    preset: str = "default"
+    gamma: object = "auto"  # "auto" or a number of draft tokens
+    gamma_rule: str = "acceptance"
+    mode: str = "auto"
+    max_seqs: int = 1
+    force_seqs: int = 0
+    seq_budget: str = "split"
+    catch_up: int = 0
+    verify: str = "first"
+    branches: int = 0
+    lookup_ngram: int = 3
+    fit: bool = True
+    worker: str = "process"
+    spin_ms: float = None  # the process worker's; None for a thread
+    pin_cores: bool = False
+
+    @classmethod
+    def from_args(cls, args):
+        a = vars(args)
+        flags = {f.name: a[f.name] for f in fields(cls) if f.name in a}
+        flags.update(fit=not args.no_fit, gamma="auto" if args.gamma in (None, "auto") else int(args.gamma),
+                     max_seqs=1 if args.no_multiseq else max(args.max_seqs, args.force_seqs),
+                     spin_ms=(SPIN_MS if args.spin_ms is None else args.spin_ms) if args.worker == "process" else None)
+        return cls(**{**flags, **PRESETS.get(args.preset, {})})
+
+    def options(self, n_seq):
+        """The loop's options, with the draft's sequence slots capping the sequences."""
+        return Options(max_seqs=min(self.max_seqs, n_seq), force_k=self.force_seqs, catch_up=self.catch_up,
+                       tree=self.verify == "tree", lookup_ngram=self.lookup_ngram, branches=self.branches, fit=self.fit)
 
 
 def add_args(ap):
@@ -85,8 +127,8 @@ def add_args(ap):
                          "side takes every core in its turn; auto (default): whichever is fastest by the costs its "
                          "own rounds measured (the others re-measured now and then) at the question's acceptance")
     ap.add_argument("--preset", choices=["default", *PRESETS], default="default",
-                    help="duodec: paper: the paper's scheme (" + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                    PRESETS["paper"].items()) + "), over any of those flags given; default: the flags as given")
+                    help="duodec: paper: the paper's scheme (" + ", ".join(f"{k} {v}" for k, v in PRESETS["paper"].items())
+                    + "), over any of those flags given; default: the flags as given")
     ap.add_argument("--force-seqs", type=ranged(int, 0, 8), default=0,
                     help="duodec: always draft this many sequences (the top first tokens); for ablations and tests")
 
@@ -150,64 +192,59 @@ def measure_every_core(target, draft, cores):
         target.set_threads(threads[1])
 
 
+def pinned_forward(rounds, worker, cores):
+    """The method's forward: the rounds of one answer, the calling thread pinned to `cores` (None: as it is) for
+    that call only, since other methods' turns share the thread, and the worker spinning for jobs meanwhile."""
+    def forward(prompt_ids, max_new_tokens, sampling, gen):
+        before = pin(cores)
+        worker.spin(True)
+        try:
+            return rounds.generate(prompt_ids, max_new_tokens, sampling, gen)
+        finally:
+            worker.spin(False)
+            pin(before)
+    return forward
+
+
 def effective_mode(requested, modes):
     """The mode that runs for --mode `requested` when only `modes` are open (split cores open no -all mode, nor does
     a 1-core host): None for auto; a -all mode that is not open runs on the side's own cores, with a warning."""
     if requested == "auto" or requested in modes:
         return None if requested == "auto" else requested
-    mode = requested.removesuffix("-all")
+    mode = kind(requested)
     print(f"warning: duodec --mode {requested}: every core is not open to one side here (--cores shared on a host of "
           f"2 or more cores opens it); running --mode {mode}", file=sys.stderr)
     return mode
 
 
 def make(args, target, draft):
-    args = argparse.Namespace(**{**vars(args), **PRESETS.get(args.preset, {})})
+    cfg = Config.from_args(args)
     # called outside the harness (tests, tools): split cores, each side as it is now
     cores = getattr(args, "cores", None) or Cores("split", torch.get_num_threads(), draft.threads,
                                                   len(os.sched_getaffinity(0)))
-    max_seqs = 1 if args.no_multiseq else min(max(args.max_seqs, args.force_seqs), draft.n_seq)
+    options = cfg.options(draft.n_seq)
     target.set_threads(cores.target)
     draft.set_threads(cores.draft)
-    draft_step, target_fwd = measure(target, draft, max_seqs)
+    draft_step, target_fwd = measure(target, draft, options.max_seqs)
     every = cores.every if cores.shared and cores.every > 1 else None  # split: each side keeps its own cores
     spread = measure_every_core(target, draft, every) if every else None
-    auto = args.gamma in (None, "auto")
-    budget = Budget(args.gamma_rule if auto else "fixed", None if auto else int(args.gamma), draft_step, target_fwd,
-                    args.seq_budget, every_core=spread)
-    options = Options(max_seqs=max_seqs, force_k=args.force_seqs, catch_up=args.catch_up, tree=args.verify == "tree",
-                      lookup_ngram=args.lookup_ngram, branches=args.branches, fit=not args.no_fit)
-    forced = effective_mode(args.mode, budget.costs)
+    auto = cfg.gamma == "auto"
+    budget = Budget(cfg.gamma_rule if auto else "fixed", None if auto else cfg.gamma, draft_step, target_fwd,
+                    cfg.seq_budget, every_core=spread)
+    forced = effective_mode(cfg.mode, budget.costs)
     modes = Modes(budget, forced=forced)
-    pinned = split_cores(draft.threads) if args.pin_cores else None
-    spin_ms = SPIN_MS if args.spin_ms is None else args.spin_ms
-    if args.worker == "process":
-        worker = ProcessWorker(draft, pinned and pinned[1], spin_ms / 1e3)
+    pinned = split_cores(draft.threads) if cfg.pin_cores else None
+    if cfg.worker == "process":
+        worker = ProcessWorker(draft, pinned and pinned[1], cfg.spin_ms / 1e3)
     else:
         worker = ThreadWorker(draft, pinned and pinned[1])
+    rounds = Rounds(target, worker, (budget, modes), options, Threads(cores.target, cores.draft, every))
+    forward = pinned_forward(rounds, worker, pinned and pinned[0])
 
-    threads = Threads(cores.target, cores.draft, every)
-
-    def forward(prompt_ids, max_new_tokens, sampling, gen):
-        before = pin(pinned and pinned[0])  # the calling thread only, and only for this call: others share it
-        worker.spin(True)
-        try:
-            return generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, options, modes, threads)
-        finally:
-            worker.spin(False)
-            pin(before)
-
-    settings = {
-        "preset": args.preset, "gamma": "auto" if auto else int(args.gamma), "gamma_rule": budget.rule,
-        "mode": args.mode, "mode_effective": forced or "auto", "modes_open": list(budget.costs),
-        "time_balance_gamma": budget.time_gamma,
-        "catch_up": args.catch_up, "verify": args.verify, "max_seqs": max_seqs, "seq_budget": args.seq_budget,
-        "worker": args.worker, "spin_ms": spin_ms if args.worker == "process" else None,
-        "force_seqs": args.force_seqs, "lookup_ngram": args.lookup_ngram,
-        "branches": args.branches, "fit": not args.no_fit,
-        "pinned_cores": [sorted(c) for c in pinned] if pinned else None,
-        "draft_step_ms": {k: round(v * 1e3, 4) for k, v in draft_step.items()},
-        "target_forward_ms": {n: round(v * 1e3, 4) for n, v in target_fwd.items()},
-        "every_core_ms": spread and {"draft_step": round(spread[0][1] * 1e3, 4),
-                                     "target_forward": {n: round(v * 1e3, 4) for n, v in spread[1].items()}}}
+    ms = lambda times: {n: round(t * 1e3, 4) for n, t in times.items()}
+    settings = {**asdict(cfg), "max_seqs": options.max_seqs, "mode_effective": forced or "auto",
+                "modes_open": list(budget.costs), "time_balance_gamma": budget.time_gamma,
+                "pinned_cores": [sorted(c) for c in pinned] if pinned else None,
+                "draft_step_ms": ms(draft_step), "target_forward_ms": ms(target_fwd),
+                "every_core_ms": spread and {"draft_step": ms(spread[0])[1], "target_forward": ms(spread[1])}}
     return Method(forward, settings, close=worker.close, worker=worker)

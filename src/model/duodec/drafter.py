@@ -1,5 +1,5 @@
-"""The draft side of DuoDecoding: the multi-sequence rule, and a drafter that drafts k greedy sequences
-in one `llama_decode` per step (unified KV cache, sequence ids), not one after another."""
+"""The draft side of DuoDecoding: a drafter that drafts k greedy sequences (the theta rule's, rules.py) in one
+`llama_decode` per step (unified KV cache, sequence ids), not one after another."""
 import time
 from dataclasses import dataclass
 
@@ -7,19 +7,7 @@ import numpy as np
 from scipy.special import softmax
 
 from src.model.base import common_prefix
-
-
-def choose_first_tokens(p_first, p_second_top1, max_seqs):
-    """First tokens of the draft sequences: the top-1, plus each next-ranked token whose probability
-    beats theta = p(1st top-1) * p(2nd top-1), up to max_seqs in all."""
-    order = np.argsort(-p_first, kind="stable")[:max_seqs]
-    theta = p_first[order[0]] * p_second_top1
-    firsts = [int(order[0])]
-    for t in order[1:]:
-        if p_first[t] <= theta:
-            break
-        firsts.append(int(t))
-    return firsts
+from src.model.duodec.rules import choose_first_tokens
 
 
 def top_two(logits):
@@ -103,22 +91,24 @@ class Drafter:
             return choose_first_tokens(p1, float(softmax(second).max()), max_seqs), second
         return [int(logits.argmax())], None
 
-    def run(self, context, depth, max_seqs, depths=None, cancel=None, force_k=0, branch_at=(), odds=False):
-        """Draft sequences continuing `context`, `depths[k]` tokens each when k sequences are drafted (at
-        most `depth`); force_k > 0 skips the theta rule and drafts from the force_k most likely first
-        tokens. `branch_at` [(position, token)]: also draft from token put at that position of the context,
-        in the same batches, while sequence slots last. A set `cancel` event cuts the drafting short. `odds`:
-        rank each top-1 token against the runner-up (for the next job's branch points), else NOT_TOP."""
+    def run(self, job, cancel=None):
+        """Draft sequences continuing `job.context` (a worker.DraftJob), `job.depths[k]` tokens each when k
+        sequences are drafted (at most `job.depth`); job.force_k > 0 skips the theta rule and drafts from the
+        force_k most likely first tokens. `job.branch_at` [(position, token)]: also draft from token put at that
+        position of the context, in the same batches, while sequence slots last. A set `cancel` event cuts the
+        drafting short. `job.odds`: rank each top-1 token against the runner-up (for the next job's branch
+        points), else NOT_TOP."""
+        context, depth, depths = job.context, job.depth, job.depths
         logits = self.sync(context)
         if depth <= 0:
             return Drafts([[]], [len(context)], 1, [[]])
-        firsts, second = self.first_tokens(logits, depth, max_seqs, force_k)
+        firsts, second = self.first_tokens(logits, depth, job.max_seqs, job.force_k)
         k = len(firsts)
-        branch_at = list(branch_at)[:self.draft.n_seq - k]
+        branch_at = list(job.branch_at)[:self.draft.n_seq - k]
         n = max(1, min(depth, depths.get(k, depths[max(depths)])) if depths else depth)
         seqs = [[t] for t in firsts] + [[t] for _, t in branch_at]
         starts = [len(context)] * k + [pos for pos, _ in branch_at]
-        pick = top_two if odds else top_only
+        pick = top_two if job.odds else top_only
         odds = [[pick(logits)[0][1:]]] + [[NOT_TOP] for _ in seqs[1:]]
         for s in range(1, len(seqs)):  # branch with sequence ops, not state copies
             self.draft.fork(0, s, starts[s])

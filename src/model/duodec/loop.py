@@ -27,7 +27,8 @@ import numpy as np
 
 from src.model.base import Clock, chain_step, finish, stopped, tree_step
 from src.model.duodec.drafter import Drafts
-from src.model.duodec.policy import branch_points
+from src.model.duodec.rules import branch_points, kind, on_every_core
+from src.model.duodec.stats import TurnStats
 from src.model.duodec.worker import DraftJob
 from src.model.ngram import NgramIndex
 from src.verify import accept_candidates
@@ -131,9 +132,8 @@ class Threads:
 
     def of(self, mode):
         """(target's, draft's) threads in a mode; the draft's is None where no draft job runs."""
-        spread = mode.endswith("-all")
-        t, d = (self.every, self.every) if spread else (self.target, self.draft)
-        return t, None if mode.startswith("none") else d
+        t, d = (self.every, self.every) if on_every_core(mode) else (self.target, self.draft)
+        return t, None if kind(mode) == "none" else d
 
 
 @dataclass(kw_only=True)
@@ -149,17 +149,6 @@ class Options:
     fit: bool = True
 
 
-def catch_up(worker, stats, seq, room, budget, opt, n, threads=None):
-    """With nothing pending, wait for n draft tokens so the next forward verifies more than one token: one
-    sequence, or (tree) k sequences by the theta rule. Returns the drafts and the job's seconds."""
-    n = min(n, room)
-    worker.submit(DraftJob(context=seq, depth=n, max_seqs=opt.max_seqs if opt.tree else 1, depths=budget.depths(n),
-                           force_k=opt.force_k if opt.tree else 0, odds=opt.branches > 0, threads=threads))
-    drafts, draft_s = stats.wait(worker, catching_up=True)
-    budget.observe_job(drafts, draft_s)
-    return drafts, draft_s
-
-
 def free_candidates(index, seq, n):
     """Up to n tokens that cost no draft time: what followed the first earlier occurrence of the last n-gram
     (`index`: whole n-gram matches only, since shorter ones, which PLD backs off to, are right too rarely
@@ -172,144 +161,189 @@ NO_DRAFTS = Drafts([[]], [0], 1, [[]])
 
 @dataclass
 class Answer:
-    """What the rounds have made: the sequence (prompt and verified tokens), the new tokens, each round's gain,
-    and the pending draft (drafted tokens only the first of which may be verified) with the draft's odds."""
+    """One answer's state: the sequence (prompt and verified tokens), the new tokens, each round's gain, the
+    pending draft (drafted tokens only the first of which may be verified) with the draft's odds, and what it
+    decodes with (sampling, the torch generator, the n-gram index of its free candidates, its statistics)."""
     seq: list
+    max_new_tokens: int
+    sampling: object
+    gen: object
+    index: NgramIndex = None
+    stats: RoundStats = field(default_factory=RoundStats)
+    clock: Clock = field(default_factory=Clock)
     new: list = field(default_factory=list)
     accepts: list = field(default_factory=list)
     pending: list = field(default_factory=list)
     odds: list = field(default_factory=list)
     done: bool = False
 
+    @property
+    def room(self):
+        """Draft tokens the answer may still use (the round's own token comes on top)."""
+        return self.max_new_tokens - len(self.new) - 1
+
+    def finished(self):
+        return self.done or len(self.new) >= self.max_new_tokens
+
 
 @dataclass
 class Plan:
-    """One round: the chain the forward verifies (or, after a catch-up of k sequences, the tree of them),
-    whether it was looked up rather than drafted, and the job the draft runs meanwhile (None: nothing does)."""
+    """One round: its mode, the chain the forward verifies (or, after a catch-up of k sequences, the tree of
+    them), whether it was looked up rather than drafted, and the job the draft runs meanwhile (None: nothing
+    does), with the threads each side has."""
+    mode: str
     chain: list
     odds: list
     tree: list = None
     looked_up: bool = False
     job: DraftJob = None
     caught_s: float = 0.0  # seconds the draft drafted before the forward (a catch-up)
+    prefill: bool = False
+    draft_threads: int = None
 
 
-def plan_round(target, ans, mode, room, prefill, worker, budget, opt, stats, index, draft_threads):
-    """What this round verifies, and what the draft does meanwhile (or first, if sequential)."""
-    gamma = budget.gamma()
-    stats.gammas.append(gamma)
-    p = Plan(ans.pending, ans.odds)
-    if not p.chain and room > 0:
-        p.chain, p.odds = free_candidates(index, ans.seq, min(gamma, room)), []
-        p.looked_up = bool(p.chain)
-        stats.free_rounds += p.looked_up
-    wait_for = {"overlap": opt.catch_up, "sequential": gamma, "none": 0}[mode]
-    if wait_for and not p.chain and not prefill and room > 0:
-        caught, p.caught_s = catch_up(worker, stats, ans.seq, room, budget, opt, wait_for, draft_threads)
-        p.chain, p.odds = caught.seqs[0], caught.odds[0]
-        p.tree = caught.seqs[:caught.k] if caught.k > 1 else None
-    if mode == "overlap":
-        # the draft continues the chain (sequence 0 of a tree) while the target verifies it, and branches
-        # where the chain is likeliest to fail
-        left = room - len(p.chain)
-        fed = len(ans.seq) - target.length + len(p.chain)
-        depth = 1 if prefill else min(gamma, left, budget.fits(fed) if opt.fit else left)
-        p.job = DraftJob(context=ans.seq + p.chain, depth=depth, max_seqs=opt.max_seqs if depth > 1 else 1,
-                         depths=budget.depths(gamma), force_k=opt.force_k,
-                         branch_at=branch_points(p.odds, len(ans.seq), opt.branches) if depth > 1 else [],
-                         odds=opt.branches > 0, threads=draft_threads)
-    return p
+class Rounds:
+    """DuoDecoding's state for a run, as llama.cpp's common_speculative keeps one behind a few verbs: the target,
+    the draft's worker, the policy (Budget: how much to draft; Modes: which way to run), the options and the
+    threads. `generate` runs one answer's rounds as the paper's loop: plan, verify, collect, accept, advance."""
 
+    def __init__(self, target, worker, policy, opt, threads):
+        """policy: (Budget, Modes); threads: loop.Threads."""
+        self.target, self.worker, self.opt, self.threads = target, worker, opt, threads
+        self.budget, self.modes = policy
 
-def verify_round(target, seq, p, sampling, gen, stats, prefill):
-    """The target's one forward: the plan's chain, or its tree."""
-    t0 = time.perf_counter()
-    if p.tree:
-        stats.tree_rounds += 1
-        stats.ks[len(p.tree)] += 1
-        v = check_tree(target, seq, p.tree, sampling, gen)
-    else:
-        v = check_chain(target, seq, p.chain, sampling, gen)
-    if not prefill:
-        target.sync()
-        stats.verify_s.append(time.perf_counter() - t0)
-        stats.verify_tokens.append(v.fed)
-    return v
+    def generate(self, prompt_ids, max_new_tokens, sampling, gen):
+        ans = self.begin(prompt_ids, max_new_tokens, sampling, gen)
+        prefill = True
+        while not ans.finished():
+            t0 = time.perf_counter()
+            p = self.plan(ans, prefill)           # what the forward verifies; what the draft drafts meanwhile
+            if p.job:
+                self.worker.submit(p.job)
+            v = self.verify(ans, p)               # the target's forward: pre-verify, or post-verify the pending
+            drafts, beside_s = self.collect(ans, p, v)
+            gained = self.accept(ans, p, v, drafts)
+            ans.clock.first_token()
+            self.advance(ans, gained, drafts, p, v.held)
+            if not prefill:
+                self.observe(ans, p, v, len(gained), (time.perf_counter() - t0, beside_s))
+            prefill = False
+        stats = TurnStats(**ans.stats.as_dict(self.budget), **self.modes.as_dict())
+        return finish(ans.new, self.target.stop_ids, max_new_tokens, ans.accepts, ans.clock, stats.write())
 
+    def begin(self, prompt_ids, max_new_tokens, sampling, gen):
+        self.target.reset()
+        self.budget.start_question()
+        self.modes.start_question()
+        n = self.opt.lookup_ngram
+        return Answer(list(prompt_ids), max_new_tokens, sampling, gen, index=NgramIndex(n, n) if n else None)
 
-def collect_drafts(worker, v, budget, stats, prefill):
-    """The job the draft ran during the forward (cut short if the chain failed: it continues a rejected token)."""
-    if not v.held:
-        worker.stop_early()
-    drafts, draft_s = stats.wait(worker)
-    if not prefill:
-        budget.observe_job(drafts, draft_s)
-    return drafts, draft_s
+    def plan(self, ans, prefill):
+        """The round's mode (the prefill runs in the mode that would run next: only the overlapped one drafts beside
+        it, so a long prompt's draft prefill does not hold up the first token otherwise), the threads it gives each
+        side, what it verifies, and what the draft does meanwhile (or first, if sequential)."""
+        mode = self.modes.current if prefill else self.modes.choose()
+        self.budget.run_in(mode)
+        self.worker.spin(kind(mode) == "overlap")  # waiting for a message spins only where the other side answers soon
+        target_threads, draft_threads = self.threads.of(mode)
+        self.target.set_threads(target_threads)
+        ans.stats.ran_on(mode, (target_threads, draft_threads))
+        gamma = self.budget.gamma()
+        ans.stats.gammas.append(gamma)
+        p = Plan(mode, ans.pending, ans.odds, prefill=prefill, draft_threads=draft_threads)
+        if not p.chain and ans.room > 0:
+            p.chain, p.odds = free_candidates(ans.index, ans.seq, min(gamma, ans.room)), []
+            p.looked_up = bool(p.chain)
+            ans.stats.free_rounds += p.looked_up
+        wait_for = {"overlap": self.opt.catch_up, "sequential": gamma, "none": 0}[kind(mode)]
+        if wait_for and not p.chain and not prefill and ans.room > 0:
+            caught, p.caught_s = self.catch_up(ans, p, wait_for)
+            p.chain, p.odds = caught.seqs[0], caught.odds[0]
+            p.tree = caught.seqs[:caught.k] if caught.k > 1 else None
+        if kind(mode) == "overlap":
+            p.job = self.job_beside(ans, p, gamma)
+        return p
 
+    def catch_up(self, ans, p, n):
+        """With nothing pending, wait for n draft tokens so the next forward verifies more than one token: one
+        sequence, or (tree) k sequences by the theta rule. Returns the drafts and the job's seconds."""
+        opt, n = self.opt, min(n, ans.room)
+        self.worker.submit(DraftJob(context=ans.seq, depth=n, max_seqs=opt.max_seqs if opt.tree else 1,
+                                    depths=self.budget.depths(n), force_k=opt.force_k if opt.tree else 0,
+                                    odds=opt.branches > 0, threads=p.draft_threads))
+        drafts, draft_s = ans.stats.wait(self.worker, catching_up=True)
+        self.budget.observe_job(drafts, draft_s)
+        return drafts, draft_s
 
-def accept_round(v, drafts, p, budget, stats, gen):
-    """The tokens the round gained: the accepted chain, then the new drafts' first token if the chain held and
-    one of them is accepted at the next position (post-verify), else the target's own token."""
-    gained, nxt = list(v.gained), v.nxt
-    if p.looked_up:  # looked-up tokens say nothing of the draft's acceptance
-        stats.free_accepted += len(gained)
-    else:
-        budget.record(len(gained), len(gained) + (not v.at_leaf))  # tested: the accepted, then a rejection
-    if v.held and drafts.seqs[0]:
-        stats.ks[drafts.k] += 1
-        hit, nxt = accept_candidates(v.p_next, [s[0] for s in drafts.seqs[:drafts.k]], gen)
-        budget.record(hit is not None, 1)
-    return gained + [nxt]
+    def job_beside(self, ans, p, gamma):
+        """The overlapped draft job: it continues the chain (sequence 0 of a tree) while the target verifies it,
+        drafting what ends within the forward (round 1: one token, ready when the prefill ends), and branches
+        where the chain is likeliest to fail."""
+        left = ans.room - len(p.chain)
+        fed = len(ans.seq) - self.target.length + len(p.chain)
+        depth = 1 if p.prefill else min(gamma, left, self.budget.fits(fed) if self.opt.fit else left)
+        return DraftJob(context=ans.seq + p.chain, depth=depth, max_seqs=self.opt.max_seqs if depth > 1 else 1,
+                        depths=self.budget.depths(gamma), force_k=self.opt.force_k,
+                        branch_at=branch_points(p.odds, len(ans.seq), self.opt.branches) if depth > 1 else [],
+                        odds=self.opt.branches > 0, threads=p.draft_threads)
 
+    def verify(self, ans, p):
+        """The target's one forward: the plan's chain, or its tree."""
+        t0, stats = time.perf_counter(), ans.stats
+        if p.tree:
+            stats.tree_rounds += 1
+            stats.ks[len(p.tree)] += 1
+            v = check_tree(self.target, ans.seq, p.tree, ans.sampling, ans.gen)
+        else:
+            v = check_chain(self.target, ans.seq, p.chain, ans.sampling, ans.gen)
+        if not p.prefill:
+            self.target.sync()
+            stats.verify_s.append(time.perf_counter() - t0)
+            stats.verify_tokens.append(v.fed)
+        return v
 
-def advance(ans, gained, drafts, context, stop_ids, stats, held):
-    """Append the gained tokens; the next pending draft is what the draft holds beyond them: a sequence that
-    continues the accepted first token, or the branch that put the target's own token where the chain failed."""
-    ans.seq += gained
-    ans.new += gained
-    ans.accepts.append(len(gained))
-    ans.done = stopped(gained, stop_ids)
-    ans.pending, ans.odds = drafts.continuation(context, ans.seq)
-    stats.branch_hits += bool(ans.pending) and not held
+    def collect(self, ans, p, v):
+        """The job the draft ran during the forward (cut short if the chain failed: it continues a rejected
+        token), and its seconds."""
+        if not p.job:
+            return NO_DRAFTS, 0.0
+        if not v.held:
+            self.worker.stop_early()
+        drafts, draft_s = ans.stats.wait(self.worker)
+        if not p.prefill:
+            self.budget.observe_job(drafts, draft_s)
+        return drafts, draft_s
 
+    def accept(self, ans, p, v, drafts):
+        """The tokens the round gained: the accepted chain, then the new drafts' first token if the chain held and
+        one of them is accepted at the next position (post-verify), else the target's own token."""
+        gained, nxt = list(v.gained), v.nxt
+        if p.looked_up:  # looked-up tokens say nothing of the draft's acceptance
+            ans.stats.free_accepted += len(gained)
+        else:
+            self.budget.record(len(gained), len(gained) + (not v.at_leaf))  # tested: the accepted, then a rejection
+        if v.held and drafts.seqs[0]:
+            ans.stats.ks[drafts.k] += 1
+            hit, nxt = accept_candidates(v.p_next, [s[0] for s in drafts.seqs[:drafts.k]], ans.gen)
+            self.budget.record(hit is not None, 1)
+        return gained + [nxt]
 
-def generate(target, worker, prompt_ids, max_new_tokens, sampling, gen, budget, opt, modes, threads):
-    """The rounds of one answer. `modes` picks each round's way of running (policy.Modes): overlap (the draft
-    drafts while the target verifies), sequential (wait for gamma draft tokens, then verify with nothing
-    running beside) or none (verify free candidates, if any). Round 1 is the prefill. `threads` (Threads): each
-    side's own cores, or every core in its turn in the -all modes, the prefill's included."""
-    clock, stats, ans = Clock(), RoundStats(), Answer(list(prompt_ids))
-    target.reset()
-    budget.start_question()
-    modes.start_question()
-    index = NgramIndex(opt.lookup_ngram, opt.lookup_ngram) if opt.lookup_ngram else None
-    prefill = True
-    while len(ans.new) < max_new_tokens and not ans.done:
-        t0 = time.perf_counter()
-        # the prefill runs in the mode that would run next: only the overlapped one drafts beside it, so a
-        # long prompt's draft prefill, on the draft's core, does not hold up the first token otherwise
-        mode = modes.current if prefill else modes.choose()
-        budget.run_in(mode)
-        kind = mode.removesuffix("-all")
-        worker.spin(kind == "overlap")  # waiting for a message spins only where the other side answers soon
-        target_threads, draft_threads = threads.of(mode)
-        target.set_threads(target_threads)
-        stats.ran_on(mode, (target_threads, draft_threads))
-        room = max_new_tokens - len(ans.new) - 1
-        p = plan_round(target, ans, kind, room, prefill, worker, budget, opt, stats, index, draft_threads)
-        if p.job:
-            worker.submit(p.job)
-        v = verify_round(target, ans.seq, p, sampling, gen, stats, prefill)
-        drafts, beside_s = collect_drafts(worker, v, budget, stats, prefill) if p.job else (NO_DRAFTS, 0.0)
-        gained = accept_round(v, drafts, p, budget, stats, gen)
-        clock.first_token()
-        advance(ans, gained, drafts, p.job.context if p.job else [], target.stop_ids, stats, v.held)
-        if not prefill:
-            round_s, verify_s = time.perf_counter() - t0, stats.verify_s[-1]
-            budget.observe(v.fed, verify_s, 0.0, 0, 0.0)  # the forward; the jobs were observed as they ended
-            # the rest of the round: what neither side's measured work explains (Python, messages)
-            budget.observe_rest(round_s - p.caught_s - max(verify_s, beside_s))
-            modes.observe(mode, len(gained), round_s)
-        prefill = False
-    return finish(ans.new, target.stop_ids, max_new_tokens, ans.accepts, clock,
-                  {**stats.as_dict(budget), **modes.as_dict()})
+    def advance(self, ans, gained, drafts, p, held):
+        """Append the gained tokens; the next pending draft is what the draft holds beyond them: a sequence that
+        continues the accepted first token, or the branch that put the target's own token where the chain failed."""
+        ans.seq += gained
+        ans.new += gained
+        ans.accepts.append(len(gained))
+        ans.done = stopped(gained, self.target.stop_ids)
+        ans.pending, ans.odds = drafts.continuation(p.job.context if p.job else [], ans.seq)
+        ans.stats.branch_hits += bool(ans.pending) and not held
+
+    def observe(self, ans, p, v, gained, seconds):
+        """What a round (after the prefill) measured: its forward (its jobs were observed as they ended), the rest
+        of the round that neither side's measured work explains (Python, messages), and its gain for the report.
+        `seconds`: (the round's, the draft job's beside the forward)."""
+        round_s, beside_s = seconds
+        verify_s = ans.stats.verify_s[-1]
+        self.budget.observe_forward(v.fed, verify_s)
+        self.budget.observe_rest(round_s - p.caught_s - max(verify_s, beside_s))
+        self.modes.observe(p.mode, gained, round_s)

@@ -1,18 +1,19 @@
-"""How much DuoDecoding drafts: gamma per round, by one of three rules, and each sequence's depth when k
-sequences share a round. Pure arithmetic on measured times and counted acceptances."""
+"""How DuoDecoding runs its rounds: how much to draft (gamma, and each sequence's depth), and which way to run
+(overlap, sequential or none, on each side's cores or every core), from the costs its own rounds measure.
+
+    Costs   one way of running's measured seconds: the target's forward over n tokens, a draft job, the rest
+    Budget  gamma and the depths, and each mode's expected tokens per second (rules.py's formulas on its Costs)
+    Modes   the scheduler: runs the fastest mode, re-measures the others now and then (Tunables)
+
+The loop talks to them through a few verbs: Budget.gamma(), .fits(fed), .depths(gamma), .observe_forward(),
+.observe_job(), .observe_rest(), .record(accepted, verified); Modes.choose(), .observe()."""
+from dataclasses import dataclass
+
 import numpy as np
 
+from src.model.duodec.rules import balance_gamma, chain_tokens, kind, overlap_rate, split_depths
 
-def balance_gamma(draft_step, target_fwd, cap=64):
-    """The paper's rule: the smallest gamma whose drafting time covers one target forward over gamma tokens."""
-    ns = sorted(target_fwd)
-    t_fwd = lambda n: float(np.interp(n, ns, [target_fwd[x] for x in ns]))
-    for g in range(1, cap + 1):
-        if g * draft_step[1] >= t_fwd(g):
-            return g
-    return cap
-
-
+# a question's acceptance starts from 0.6 over 20 tokens, so its first rounds' gamma is neither 1 nor the cap
 PRIOR_ACCEPTANCE, PRIOR_TOKENS = 0.6, 20
 
 
@@ -69,19 +70,6 @@ class Costs:
                 "rest": round(self.rest * 1e3, 4)}
 
 
-def chain_tokens(a, g):
-    """Expected tokens a round gains from g drafts at acceptance a: the accepted ones, then the target's own."""
-    return (1 - a ** (g + 1)) / (1 - a)
-
-
-def overlap_rate(a, full, empty, g):
-    """Tokens per second of the overlapped pipeline, a two-state chain: a full round verifies g pending drafts
-    (`full` seconds), gains chain_tokens(a, g) and stays full with probability a^(g + 1) (all held, and the
-    next draft's first token accepted); an empty round (after a rejection, `empty` seconds) gains one token and
-    fills with probability a. Per empty round a / (1 - a^(g + 1)) full ones run, 1 / (1 - a) tokens in all."""
-    return (1 / (1 - a)) / (a * full / (1 - a ** (g + 1)) + empty)
-
-
 READ_AT_MOST = 64  # context tokens a round's draft job reads at most: more is a prompt
 
 
@@ -97,11 +85,13 @@ class Budget:
     tokens than gamma (one after a rejection): `fits` caps its draft at what ends within that forward.
     """
 
-    def __init__(self, rule, fixed, draft_step, target_fwd, seq_budget="split", cap=64, every_core=None):
+    CAP = 64  # the most draft tokens a round asks for
+
+    def __init__(self, rule, fixed, draft_step, target_fwd, seq_budget="split", every_core=None):
         """every_core: the probe's (draft_step, target_fwd) on every core, for the -all modes (None: no such modes)."""
-        self.rule, self.fixed, self.cap, self.seq_budget = rule, fixed, cap, seq_budget
+        self.rule, self.fixed, self.cap, self.seq_budget = rule, fixed, self.CAP, seq_budget
         self.draft_step = draft_step
-        self.time_gamma = balance_gamma(draft_step, target_fwd, cap)
+        self.time_gamma = balance_gamma(draft_step, target_fwd, self.cap)
         self.costs = {m: Costs(draft_step, target_fwd) for m in ("overlap", "sequential", "none")}
         if every_core:
             self.costs.update({m: Costs(*every_core) for m in ("sequential-all", "none-all")})
@@ -142,21 +132,19 @@ class Budget:
         """The running mode's costs."""
         return self.costs[self.mode]
 
-    def observe(self, fed, verify_s, draft_s, steps, step_s, seqs=1, synced=0):
-        """One round's timings in the running mode: the target's forward over `fed` tokens, and the draft job's
-        seconds `draft_s`, `steps` of them decode steps over `seqs` sequences (`step_s` seconds), after reading
-        `synced` tokens of context (a job that first read a prompt says nothing of a round's cost). They are
-        the machine's, not the question's, so they carry over between questions."""
-        if self.switched:
-            return
-        if fed:
-            self.now.observe_forward(fed, verify_s)
-        if draft_s and synced <= READ_AT_MOST:
-            self.now.observe_draft(draft_s, steps, step_s, self.step_cost(seqs) / self.draft_step[1])
+    def observe_forward(self, fed, seconds):
+        """One round's target forward over `fed` tokens, in the running mode. Costs are the machine's, not the
+        question's, so they carry over between questions."""
+        if fed and not self.switched:
+            self.now.observe_forward(fed, seconds)
 
     def observe_job(self, drafts, seconds):
-        """A draft job's timings (Drafts), in the running mode."""
-        self.observe(0, 0.0, seconds, drafts.steps, drafts.step_s, len(drafts.seqs), drafts.synced)
+        """A draft job's seconds, in the running mode: its decode steps (Drafts.steps, .step_s) over its sequences,
+        after reading `drafts.synced` tokens of context (a job that first read a prompt says nothing of a round's
+        cost)."""
+        if seconds and not self.switched and drafts.synced <= READ_AT_MOST:
+            single = self.step_cost(len(drafts.seqs)) / self.draft_step[1]
+            self.now.observe_draft(seconds, drafts.steps, drafts.step_s, single)
 
     def fits(self, fed):
         """Draft tokens that end within the target's forward over `fed` tokens: more would make it wait."""
@@ -170,11 +158,11 @@ class Budget:
     def best(self, mode=None, a=None):
         """(gamma, expected tokens per second) of a mode (default: the running one) at acceptance a (default:
         the question's). none: the target alone, one token a forward."""
-        c, kind = self.costs[mode or self.mode], (mode or self.mode).removesuffix("-all")
+        c, what = self.costs[mode or self.mode], kind(mode or self.mode)
         a = self.alpha() if a is None else a
-        if kind == "none":
+        if what == "none":
             return 0, 1.0 / (c.forward(1) + c.rest)
-        if self.rule == "fixed" or (self.rule == "time" and kind == "overlap"):
+        if self.rule == "fixed" or (self.rule == "time" and what == "overlap"):
             g = self.fixed if self.rule == "fixed" else self.time_gamma
         else:  # tokens per second rises then falls in g (a concave count over a convex time), so the scan stops at
             # the first fall: plain arithmetic, not arrays, since this runs every round
@@ -182,12 +170,12 @@ class Budget:
             for n in range(1, self.cap + 1):
                 tokens, reach = tokens + reach, reach * a
                 f, d = c.forward(n), c.draft(n)
-                rate = tokens / (f + d if kind == "sequential" else max(f, d))
+                rate = tokens / (f + d if what == "sequential" else max(f, d))
                 if rate < best_rate:
                     break
                 if rate > best_rate:
                     g, best_rate = n, rate
-        if kind == "sequential":
+        if what == "sequential":
             return g, chain_tokens(a, g) / (c.draft(g) + c.forward(g + 1) + c.rest)
         full = max(c.forward(g + 1), c.draft(g)) + c.rest
         empty = max(c.forward(1), c.draft(1)) + c.rest
@@ -201,26 +189,22 @@ class Budget:
         as the measured cost of k sequences per step allows in gamma single-sequence steps."""
         top = max(self.draft_step)
         if self.seq_budget == "split":
-            return {k: max(1, gamma // k) for k in range(1, top + 1)}
+            return split_depths(gamma, top)
         return {k: max(1, int(gamma * self.draft_step[1] / self.step_cost(k))) for k in range(1, top + 1)}
 
 
-def branch_points(odds, base, slots, floor=0.05):
-    """Where to branch the next drafts: up to `slots` positions base + i of the pending draft, with the token
-    the draft ranked second there, most likely first. Position i is rejected in favour of that token with
-    probability about reach_i * p_alt_i, reach_i being the draft's own chance of holding up to i (a
-    calibrated draft's estimate); positions under `floor` are not worth a sequence."""
-    reach, scored = 1.0, []
-    for i, (p_top, alt, p_alt) in enumerate(odds):
-        if alt >= 0 and reach * p_alt >= floor:
-            scored.append((reach * p_alt, base + i, alt))
-        reach *= p_top
-    return [(pos, alt) for _, pos, alt in sorted(scored, reverse=True)[:slots]]
-
-
-# overlap: each side on its own threads at once; sequential and none: one side at a time, so each may take every
-# core (the -all modes), where the target's forward and the draft's steps scale with cores
-MODES = ("overlap", "sequential", "sequential-all", "none", "none-all")
+@dataclass(frozen=True)
+class Tunables:
+    """The scheduler's constants. A mode other than the running one is re-measured for `explore_rounds` rounds
+    after `explore_after` rounds, then twice as rarely each time it stays behind (four times when its rate is under
+    `far_behind` of the running one's), at most every `most_apart` rounds. A mode replaces the running one only if
+    its rate beats it by `margin`; rates are compared every `every` rounds (the model scans gamma per mode)."""
+    explore_after: int = 64
+    explore_rounds: int = 4
+    most_apart: int = 1024
+    margin: float = 1.03
+    far_behind: float = 0.6
+    every: int = 8
 
 
 class Modes:
@@ -236,12 +220,10 @@ class Modes:
     shows at once in the running mode's own costs. Rates are compared every `every` rounds: the model costs a
     scan of gamma per mode. Costs belong to the machine and carry over between questions; counts do not."""
 
-    def __init__(self, budget, forced=None, explore_after=64, explore_rounds=4, most_apart=1024, margin=1.03,
-                 every=8):
-        self.budget, self.forced, self.margin, self.every = budget, forced, margin, every
-        self.explore_after, self.explore_rounds, self.most_apart = explore_after, explore_rounds, most_apart
+    def __init__(self, budget, forced=None, tune=Tunables()):
+        self.budget, self.forced, self.tune = budget, forced, tune
         self.names = list(budget.costs)
-        self.apart = {m: explore_after for m in self.names}  # rounds between re-measurements of a mode
+        self.apart = {m: tune.explore_after for m in self.names}  # rounds between re-measurements of a mode
         self.waited = {m: 0 for m in self.names}
         self.exploring, self.left, self.since = None, 0, 0
         self.rates = self.model_rates()
@@ -264,7 +246,7 @@ class Modes:
 
     def best(self):
         best = max(self.rates, key=self.rates.get)
-        return best if self.rates[best] > self.margin * self.rates[self.current] else self.current
+        return best if self.rates[best] > self.tune.margin * self.rates[self.current] else self.current
 
     def choose(self):
         """The mode of the next round."""
@@ -274,16 +256,16 @@ class Modes:
             mode = self.exploring
             self.left -= 1
             if self.left == 0:
-                self.exploring, self.since = None, self.every  # judge at once what it measured
+                self.exploring, self.since = None, self.tune.every  # judge at once what it measured
         else:
             self.since += 1
-            if self.since >= self.every:
+            if self.since >= self.tune.every:
                 self.since, self.rates = 0, self.model_rates()
                 best = self.best()
                 if best != self.current:
                     self.switches.append(f"{self.current} -> {best} at round {sum(self.rounds.values())}: "
                                          f"{self.rates[self.current]:.1f} < {self.rates[best]:.1f} tokens/s")
-                    self.apart[self.current] = self.explore_after
+                    self.apart[self.current] = self.tune.explore_after
                     self.current = best
             mode = self.current
             for m in self.waited:
@@ -291,9 +273,9 @@ class Modes:
                     continue
                 self.waited[m] += 1
                 if self.waited[m] >= self.apart[m]:  # re-measure m, then wait twice as long if it stays behind
-                    far = self.rates[m] < 0.6 * self.rates[mode]  # (four times if far behind)
-                    self.waited[m], self.apart[m] = 0, min((4 if far else 2) * self.apart[m], self.most_apart)
-                    self.exploring, self.left = m, self.explore_rounds
+                    far = self.rates[m] < self.tune.far_behind * self.rates[mode]  # (four times if far behind)
+                    self.waited[m], self.apart[m] = 0, min((4 if far else 2) * self.apart[m], self.tune.most_apart)
+                    self.exploring, self.left = m, self.tune.explore_rounds
                     self.budget.costs[m].restart()
                     break
         self.rounds[mode] += 1

@@ -58,8 +58,7 @@ class DraftJob:
     def run(self, drafter, cancel):
         if self.threads:
             drafter.draft.set_threads(self.threads)
-        return drafter.run(self.context, self.depth, self.max_seqs, self.depths, cancel, self.force_k, self.branch_at,
-                           self.odds)
+        return drafter.run(self, cancel)
 
 
 def serve(drafter, next_job, send, cancel):
@@ -144,13 +143,47 @@ class ThreadWorker:
         self.thread.join(WORKER_TIMEOUT)
 
 
-def _process_main(path, threads, n_ctx, n_seq, repack, conn, cancel, cores, spin_s, awake):
-    from src.backends.draft import Draft
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What the worker process loads: the same model with the same settings as the parent's draft (a llama.cpp
+    GGUF, or an HF model on `device` in `dtype`: PEARL's), where it runs (`cores`: pinned there, or not), and how
+    long it spins for a message before it sleeps."""
+    path: str
+    threads: int
+    n_ctx: int = 0
+    n_seq: int = 1
+    repack: str = None
+    cores: set = None
+    spin_s: float = 0.0
+    hf_device: str = None  # set: an HF draft on this device
+    hf_dtype: str = None
+
+    @classmethod
+    def of(cls, draft, cores, spin_s):
+        from src.backends.hf_draft import HFDraft
+        if isinstance(draft, HFDraft):
+            return cls(str(draft.path), draft.threads, cores=cores, spin_s=spin_s, hf_device=str(draft.model.device),
+                       hf_dtype=str(draft.model.dtype).removeprefix("torch."))
+        return cls(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, draft.repack_mode, cores, spin_s)
+
+    def load(self):
+        if self.hf_device:
+            import torch
+
+            from src.backends.hf_draft import HFDraft
+            from src.backends.target import Target
+            return HFDraft(Target(self.path, device=self.hf_device, dtype=getattr(torch, self.hf_dtype),
+                                  threads=self.threads))
+        from src.backends.draft import Draft
+        return Draft(self.path, threads=self.threads, n_ctx=self.n_ctx, n_seq=self.n_seq, repack=self.repack)
+
+
+def _process_main(spec, conn, cancel, awake):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report, once
-    pin(cores)
-    drafter = Drafter(Draft(path, threads=threads, n_ctx=n_ctx, n_seq=n_seq, repack=repack))
+    pin(spec.cores)
+    drafter = Drafter(spec.load())
     conn.send(("ready", None, 0.0))
-    ready = spinning(conn.poll, spin_s, awake)  # the next job comes one verify later; between answers, sleep
+    ready = spinning(conn.poll, spec.spin_s, awake)  # the next job comes one verify later; between answers, sleep
     serve(drafter, lambda: ready(None) and conn.recv(), conn.send, cancel)
 
 
@@ -163,9 +196,8 @@ class ProcessWorker:
         self.conn, child = ctx.Pipe()
         self.cancel = ctx.Event()
         self.awake = ctx.RawValue("b", 0)  # a plain shared byte: read in the spin loop, so no lock
-        self.proc = ctx.Process(target=_process_main, daemon=True,
-                                args=(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, draft.repack_mode, child,
-                                      self.cancel, cores, spin_s, self.awake))
+        spec = WorkerSpec.of(draft, cores, spin_s)
+        self.proc = ctx.Process(target=_process_main, daemon=True, args=(spec, child, self.cancel, self.awake))
         self._ready = spinning(self.conn.poll, spin_s, self.awake)
         self.timeout = WORKER_TIMEOUT
         self.proc.start()

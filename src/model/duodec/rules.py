@@ -1,0 +1,72 @@
+"""DuoDecoding's rules as pure functions: the paper's (the theta rule for k sequences, gamma from the speed
+ratio, k sequences sharing gamma) and this project's (expected tokens of a chain, the overlapped pipeline's
+rate, where to branch), and the names of the ways a round can run. No state, no timing: policy.py feeds them
+what the rounds measured."""
+import numpy as np
+
+# overlap: each side on its own cores at once; sequential and none: one side at a time, so each may take every
+# core in its turn (the -all modes, open only when the cores are shared)
+MODES = ("overlap", "sequential", "sequential-all", "none", "none-all")
+
+
+def kind(mode):
+    """overlap, sequential or none: what the round does, whatever cores it does it on."""
+    return mode.removesuffix("-all")
+
+
+def on_every_core(mode):
+    return mode.endswith("-all")
+
+
+def choose_first_tokens(p_first, p_second_top1, max_seqs):
+    """The theta rule. First tokens of the draft sequences: the top-1, plus each next-ranked token whose
+    probability beats theta = p(1st top-1) * p(2nd top-1), up to max_seqs in all."""
+    order = np.argsort(-p_first, kind="stable")[:max_seqs]
+    theta = p_first[order[0]] * p_second_top1
+    firsts = [int(order[0])]
+    for t in order[1:]:
+        if p_first[t] <= theta:
+            break
+        firsts.append(int(t))
+    return firsts
+
+
+def balance_gamma(draft_step, target_fwd, cap=64):
+    """The paper's gamma: the smallest whose drafting time covers one target forward over gamma tokens."""
+    ns = sorted(target_fwd)
+    t_fwd = lambda n: float(np.interp(n, ns, [target_fwd[x] for x in ns]))
+    for g in range(1, cap + 1):
+        if g * draft_step[1] >= t_fwd(g):
+            return g
+    return cap
+
+
+def split_depths(gamma, most):
+    """The paper's k sequences sharing gamma: each gets gamma // k tokens, for k = 1..most."""
+    return {k: max(1, gamma // k) for k in range(1, most + 1)}
+
+
+def chain_tokens(a, g):
+    """Expected tokens a round gains from g drafts at acceptance a: the accepted ones, then the target's own."""
+    return (1 - a ** (g + 1)) / (1 - a)
+
+
+def overlap_rate(a, full, empty, g):
+    """Tokens per second of the overlapped pipeline, a two-state chain: a full round verifies g pending drafts
+    (`full` seconds), gains chain_tokens(a, g) and stays full with probability a^(g + 1) (all held, and the
+    next draft's first token accepted); an empty round (after a rejection, `empty` seconds) gains one token and
+    fills with probability a. Per empty round a / (1 - a^(g + 1)) full ones run, 1 / (1 - a) tokens in all."""
+    return (1 / (1 - a)) / (a * full / (1 - a ** (g + 1)) + empty)
+
+
+def branch_points(odds, base, slots, floor=0.05):
+    """Where to branch the next drafts: up to `slots` positions base + i of the pending draft, with the token
+    the draft ranked second there, most likely first. Position i is rejected in favour of that token with
+    probability about reach_i * p_alt_i, reach_i being the draft's own chance of holding up to i (a
+    calibrated draft's estimate); positions under `floor` are not worth a sequence."""
+    reach, scored = 1.0, []
+    for i, (p_top, alt, p_alt) in enumerate(odds):
+        if alt >= 0 and reach * p_alt >= floor:
+            scored.append((reach * p_alt, base + i, alt))
+        reach *= p_top
+    return [(pos, alt) for _, pos, alt in sorted(scored, reverse=True)[:slots]]

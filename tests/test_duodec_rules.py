@@ -1,0 +1,32 @@
+"""DuoDecoding's rules (src/model/duodec/rules.py), by hand: the theta rule, the paper's gamma, branch points."""
+import numpy as np
+
+from src.model import duodec
+
+
+def test_choose_first_tokens_on_hand_made_probabilities():
+    p = np.array([0.05, 0.40, 0.30, 0.15, 0.10])
+    # theta = 0.40 * 0.5 = 0.2: tokens 2 (0.30) join, 3 (0.15) does not
+    assert duodec.choose_first_tokens(p, 0.5, 8) == [1, 2]
+    # a confident draft: theta = 0.40 * 0.9 = 0.36 > 0.30, one sequence
+    assert duodec.choose_first_tokens(p, 0.9, 8) == [1]
+    # an unsure one: theta = 0.04, every token but 0.05 > 0.04... capped at max_seqs
+    assert duodec.choose_first_tokens(p, 0.1, 3) == [1, 2, 3]
+    assert duodec.choose_first_tokens(p, 0.1, 8) == [1, 2, 3, 4, 0]
+
+
+def test_balance_gamma_by_hand():
+    # draft 0.5 ms a step; target 3.0 ms + 0.1 ms a token: 0.5 g >= 3.0 + 0.1 g from g = 7.5
+    assert duodec.balance_gamma({1: 0.0005}, {1: 0.0031, 64: 0.0094}) == 8
+    assert duodec.balance_gamma({1: 1.0}, {1: 0.001, 8: 0.002}) == 1  # a slow draft: one token
+    assert duodec.balance_gamma({1: 1e-9}, {1: 1.0, 8: 2.0}, cap=16) == 16  # a free draft: the cap
+
+
+def test_branch_points_on_hand_made_odds():
+    # (p_top, runner-up, p_runner-up) per pending token; reach: 1, 0.9, 0.45, 0.36
+    odds = [(0.9, 11, 0.05), (0.5, 12, 0.4), (0.8, 13, 0.1), duodec.drafter.NOT_TOP]
+    # weights: 0.05, 0.36, 0.045 (under the floor), none
+    assert duodec.branch_points(odds, 100, 2) == [(101, 12), (100, 11)]
+    assert duodec.branch_points(odds, 100, 1) == [(101, 12)]
+    assert duodec.branch_points(odds, 100, 0) == []
+    assert duodec.branch_points(odds, 100, 4, floor=0.01) == [(101, 12), (100, 11), (102, 13)]

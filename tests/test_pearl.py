@@ -1,0 +1,47 @@
+"""PEARL: DuoDecoding's rounds with an HF draft on the target's device, its cores shared with the target."""
+import argparse
+import os
+
+import pytest
+
+from src.backends.target import Target
+from src.model import pearl
+from src.model.base import Cores, Sampling
+from tests.lossless import PROMPTS, greedy_mismatches, sampling_pvalue
+
+CORES = len(os.sched_getaffinity(0))
+
+
+def make(target, draft, gamma=4, regime="split"):
+    return pearl.make(argparse.Namespace(gamma=gamma, cores=Cores(regime, 1, 1, CORES)), target, draft)
+
+
+def test_greedy_identical_to_ar_with_the_draft_on_the_targets_cores(tiny):
+    target = Target(tiny["target"])
+    for name, draft in (("other", Target(tiny["draft"])), ("same", Target(tiny["target"]))):
+        fwd = make(target, draft)
+        try:
+            prompts = [target.tokenizer(p)["input_ids"] for p in PROMPTS[:8]]
+            outs = [fwd(p, 32, Sampling(), None) for p in prompts]
+            greedy_mismatches(target, prompts, [o.token_ids for o in outs], 32, f"pearl {name}")
+            st = outs[0].stats
+            assert set(st["mode_threads"]) == {"overlap"} and st["threads"] == {"target": 1, "draft": 1}
+            assert all(sum(o.accept_lengths) == len(o.token_ids) for o in outs)
+            if name == "same":  # the draft is the target: whole drafts hold, post-verify every round
+                assert max(a for o in outs for a in o.accept_lengths) > 2
+        finally:
+            fwd.close()
+    assert fwd.settings["shared_cores"] == [min(os.sched_getaffinity(0))]  # split: the target's one core
+
+
+@pytest.mark.slow
+def test_sampling_matches_ar_distribution(tiny_vocab):
+    target = Target(tiny_vocab["target"])
+    fwd = make(target, Target(tiny_vocab["draft"]), gamma=3)
+    try:
+        prompt = [1, 5, 6]
+        pval = sampling_pvalue(fwd, target, prompt)
+        print(f"pearl chi-square p = {pval:.3f}")
+        assert pval > 0.01
+    finally:
+        fwd.close()
