@@ -75,7 +75,8 @@ stage "datastore and draft twin ready"
 
 snapshot() {   # the run folder into $OUT, whole files only
   [ -n "${OUT:-}" ] && [ -d "$out" ] || return 0
-  tar czf "$OUT/run.tgz.part" -C "$(dirname "$out")" "$(basename "$out")" && mv "$OUT/run.tgz.part" "$OUT/run.tgz"
+  tar czf "$OUT/run.tgz.part" --exclude='.*.lock' -C "$(dirname "$out")" "$(basename "$out")" &&
+    mv "$OUT/run.tgz.part" "$OUT/run.tgz"
   [ -f "$out/report.md" ] && cp "$out/report.md" "$OUT/report.md"
   return 0
 }

@@ -74,5 +74,6 @@ for want in ./log.txt ./report.md ./run.tgz; do
   echo "$files" | grep -qx "$want" || { echo "error: \$OUT lacks ${want#./}" >&2; exit 1; }
 done
 [ "$n" -le 8 ] && [ -z "$deep" ] && [ -z "$big" ] || { echo "error: \$OUT is over the device tool's limits" >&2; exit 1; }
-tar tzf "$work/out/run.tgz" | grep -q 'duodec.jsonl$' || { echo "error: run.tgz holds no answers" >&2; exit 1; }
+listing=$(tar tzf "$work/out/run.tgz")
+echo "$listing" | grep -q 'duodec.jsonl$' || { echo "error: run.tgz holds no answers" >&2; exit 1; }
 say "ok: the device call would install, import, decode and bring its results back"

@@ -114,7 +114,7 @@ def test_cli_clear_errors(tmp_path):
     q = write_jsonl(tmp_path / "q.jsonl", QS)
     out = str(tmp_path / "x")
     assert "src/utils.py" in run("--target", "llama-2-7b", "--question-file", str(q), "--answer-file", out)
-    assert "--method must be one of" in run("--method", "lookahead", "--question-file", str(q), "--answer-file", out)
+    assert "--method must be one of" in run("--method", "nosuch", "--question-file", str(q), "--answer-file", out)
 
 
 def test_speed_formula_on_hand_made_files(tmp_path):

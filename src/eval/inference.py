@@ -155,7 +155,9 @@ def run_eval(runs, questions, tokenizer, cfg=None, **settings):
             for _ in answer_all(runs, questions, done, tokenizer, cfg):
                 written += 1
         except KeyboardInterrupt:
-            raise Interrupted(written) from None
+            # counted from the files: Ctrl-C may land between an answer's write and its count
+            held = sum(len(answers.repair(run.answer_file)) for run in runs)
+            raise Interrupted(held - sum(len(d) for d in done.values())) from None
     return written
 
 

@@ -144,6 +144,9 @@ def check_args(args):
     return None
 
 
+PROBE_S = 1.0  # seconds the start-up probe spends per size at most (after 3 repetitions): the rounds re-measure
+
+
 def measure(target, draft, max_seqs, context_len=64, sizes=(1, 4, 8, 16, 32, 64), reps=9):
     """Per-step time of the draft with k = 1..max_seqs sequences, and the target's forward time for
     n new tokens, on a context of `context_len` tokens."""
@@ -163,7 +166,7 @@ def measure(target, draft, max_seqs, context_len=64, sizes=(1, 4, 8, 16, 32, 64)
             draft.decode([(5, s, True) for s in range(k)])
             for s in range(k):
                 draft.rollback(len(ctx), s)
-        draft_step[k] = median_seconds(step, reps)
+        draft_step[k] = median_seconds(step, reps, PROBE_S)
         drafter.branches = [list(ctx)]
     drafter.reset()
     target_fwd = {}
@@ -175,7 +178,7 @@ def measure(target, draft, max_seqs, context_len=64, sizes=(1, 4, 8, 16, 32, 64)
             target.sync()  # on a GPU, time the kernels, not their launch
             target.rollback(len(ctx))
         fwd()
-        target_fwd[n] = median_seconds(fwd, reps)
+        target_fwd[n] = median_seconds(fwd, reps, PROBE_S)
     target.reset()
     return draft_step, target_fwd
 
