@@ -104,6 +104,6 @@ def test_sampling_matches_ar_distribution(tiny_vocab):
     target = Target(tiny_vocab["target"])
     fwd = lookahead.make(argparse.Namespace(level=3, window=3, guess=4), target)
     prompt = [1, 5, 6, 5, 6, 5]
-    pval = sampling_pvalue(fwd, target, prompt)
+    pval = sampling_pvalue(fwd, target, prompt, 8000, n=2)
     print(f"lookahead chi-square p = {pval:.3f}")
     assert pval > 0.01
