@@ -9,4 +9,5 @@ args=()
 for a in "$@"; do
   if [ "$a" = "--all" ]; then tier=(); else args+=("$a"); fi
 done
-python -m pytest -q --durations=15 "${tier[@]}" "${args[@]}"
+# the tests run side by side, one worker per core (pytest-xdist), the longest first (tests/conftest.py)
+python -m pytest -q -n auto --dist worksteal --durations=15 "${tier[@]}" "${args[@]}"

@@ -1,6 +1,12 @@
-"""Tiny random Llama models, made here; nothing is downloaded."""
+"""Tiny random Llama models, made here; nothing is downloaded. Under pytest-xdist each worker computes on one
+thread unless a test sets its own, so that the workers share the cores rather than fight over them."""
 import json
+import os
 import sys
+
+# the xdist workers inherit this: OpenMP threads that sleep at a barrier rather than spin leave the core to the
+# other worker when a test runs on every core
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from src.tools.convert_to_gguf import convert  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items):
+    """The real pair's tests first: they take longest, and a worker that starts them last ends the run late."""
+    items.sort(key=lambda item: "test_real_pair" not in item.nodeid)
 
 SHARED = ROOT.parent / "shared/data/specbench"
 CORPUS = [

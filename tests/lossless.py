@@ -20,12 +20,25 @@ PROMPTS = [
 ]
 
 
+_AR = {}  # AR's answers, per model and prompt: many tests compare many methods with the same references
+
+
+def ar_reference(target, prompt, max_new_tokens):
+    """AR's greedy answer, computed once per session for a model (its path, dtype and weights' checksum)."""
+    first = next(target.model.parameters())
+    key = (target.model.config._name_or_path, str(first.dtype), float(first.detach().double().sum()), tuple(prompt),
+           max_new_tokens)
+    if key not in _AR:
+        _AR[key] = ar_generate(target, prompt, max_new_tokens, Sampling()).token_ids
+    return _AR[key]
+
+
 def greedy_mismatches(target, prompts, method_outputs, max_new_tokens, name=""):
     """Compare each method output with AR's. A divergence is allowed only where the target's top-2 logit
     gap is below TIE_GAP; returns the list of (prompt index, position, gap) of allowed divergences."""
     allowed = []
     for i, (p, out) in enumerate(zip(prompts, method_outputs)):
-        ref = ar_generate(target, p, max_new_tokens, Sampling()).token_ids
+        ref = ar_reference(target, p, max_new_tokens)
         if out == ref:
             continue
         j = next((k for k, (a, b) in enumerate(zip(ref, out)) if a != b), min(len(ref), len(out)))

@@ -1,5 +1,9 @@
-"""Bad input and faults, through the real command line: one clear line, the right exit code, no traceback,
-and nothing lost or doubled. One test (or a parametrised set) per class."""
+"""Bad input and faults, through the entry points' own run_cli: one clear line, the right exit code, no traceback,
+and nothing lost or doubled. One test (or a parametrised set) per class. Inference runs in this process
+(`here`) unless the test is about processes: Ctrl-C, a killed worker, two writers."""
+import contextlib
+import importlib
+import io
 import json
 import os
 import shutil
@@ -24,6 +28,23 @@ def cli(module, *args, timeout=300, **kw):
                           timeout=timeout, **kw)
 
 
+def here(module, *args):
+    """The module's entry point in this process, as `python -m module` runs it; its exit code and stderr."""
+    from src.eval.cli import run_cli
+    main, err, threads = importlib.import_module(module).main, io.StringIO(), torch.get_num_threads()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            run_cli(main, [str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+        if isinstance(e.code, str):  # the interpreter prints sys.exit's message
+            err.write(e.code + "\n")
+    finally:
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess([module, *args], code, "", err.getvalue())
+
+
 def one_error(p, code, *words):
     """The process failed with `code` and said so in one `error:` line holding every word; no traceback."""
     assert p.returncode == code, (p.returncode, p.stderr[-2000:])
@@ -40,9 +61,9 @@ def qfile(tmp_path):
     return write_jsonl(tmp_path / "q.jsonl", QS)
 
 
-def infer(tiny, qfile, out, *extra, **kw):
-    return cli("src.eval.inference", "--target", tiny["target"], "--question-file", qfile, "--answer-file", out,
-               "--max-new-tokens", 8, "--warmup", 0, *extra, **kw)
+def infer(tiny, qfile, out, *extra):
+    return here("src.eval.inference", "--target", tiny["target"], "--question-file", qfile, "--answer-file", out,
+               "--max-new-tokens", 8, "--warmup", 0, *extra)
 
 
 def long_run(tiny, tmp_path, n, tokens, *extra, **popen):
@@ -105,15 +126,15 @@ def test_bad_flag_is_one_line_before_loading(qfile, tmp_path, flags, words, caps
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
 def test_cuda_on_a_machine_without_one(qfile, tmp_path):
-    one_error(cli("src.eval.inference", "--question-file", qfile, "--answer-file", tmp_path / "a", "--device",
+    one_error(here("src.eval.inference", "--question-file", qfile, "--answer-file", tmp_path / "a", "--device",
                   "cuda"), 2, "--device cuda", "no CUDA device")
 
 
 def test_answer_file_that_cannot_be_written(qfile, tmp_path):
     (tmp_path / "plain").write_text("")
-    one_error(cli("src.eval.inference", "--question-file", qfile, "--answer-file", tmp_path / "plain/sub/a.jsonl"),
+    one_error(here("src.eval.inference", "--question-file", qfile, "--answer-file", tmp_path / "plain/sub/a.jsonl"),
               2, "--answer-file", "is a file")
-    one_error(cli("src.eval.inference", "--question-file", qfile, "--answer-file", tmp_path), 2, "is a folder")
+    one_error(here("src.eval.inference", "--question-file", qfile, "--answer-file", tmp_path), 2, "is a folder")
     from src.eval.inference import check_answer_path
     made = tmp_path / "new/deeper/a.jsonl"  # a missing folder is made
     assert check_answer_path(made) is None and made.parent.is_dir()
@@ -144,7 +165,7 @@ def test_truncated_model_is_one_line(tiny, qfile, tmp_path):
     shutil.copytree(tiny["target"], broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
-    one_error(cli("src.eval.inference", "--target", broken, "--question-file", qfile, "--answer-file",
+    one_error(here("src.eval.inference", "--target", broken, "--question-file", qfile, "--answer-file",
                   tmp_path / "a.jsonl"), 1, "cannot load model", str(broken))
 
 
@@ -273,7 +294,8 @@ def test_corrupt_middle_line_is_one_line_and_repairable(tiny, qfile, tmp_path):
     lines = out.read_text().splitlines()
     out.write_text("\n".join([lines[0], "{garbage", *lines[1:]]) + "\n")
     one_error(infer(tiny, qfile, out), 1, f"{out}:2", "--repair")
-    assert "Traceback" in infer(tiny, qfile, out, "--debug").stderr  # developers keep their traceback
+    with pytest.raises(answers.AnswerFileError, match=f"{out}:2"):
+        infer(tiny, qfile, out, "--debug")  # developers keep their traceback: the exception itself
     assert infer(tiny, qfile, out, "--repair").returncode == 0
     assert sorted(r["question_id"] for r in answers.repair(out)) == [q["question_id"] for q in QS]
     assert (tmp_path / "a.jsonl.bad").read_text() == "{garbage\n"

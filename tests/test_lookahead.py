@@ -95,6 +95,11 @@ def test_greedy_identical_to_ar(tiny, shape):
     outs = [fwd(p, 40, Sampling(), None) for p in prompts]
     greedy_mismatches(target, prompts, [o.token_ids for o in outs], 40, f"lookahead {shape}")
     assert all(sum(o.accept_lengths) == len(o.token_ids) for o in outs)
+    for o in outs:  # where the time went: every forward fed the window's tokens, and the guesses on top
+        st = o.stats
+        assert st["forwards"] >= len(o.accept_lengths) and st["step_s"] > 0
+        assert st["fed_tokens"] - st["guess_tokens"] >= st["forwards"] * min(shape.get("window", 7), 2)
+        assert st["guess_tokens"] == 0 or shape.get("guess", 7) > 0
     if shape.get("guess", 7):
         assert max(a for o in outs for a in o.accept_lengths) > 1  # n-grams from the window and the prompt hold
 

@@ -7,7 +7,7 @@ from src.backends.target import Target
 from src.eval import answers
 from src.eval.inference import Run, main as inference_main, run_eval
 from src.eval.merge import merge
-from src.eval.report import overlap_ceiling, pipeline, write_report
+from src.eval.report import lookahead_costs, overlap_ceiling, pipeline, write_report
 from src.eval.speed import main as speed_main
 from src.model import METHODS
 from src.model.autoregressive import generate
@@ -98,6 +98,20 @@ def test_pipeline_bound_and_efficiency_by_hand():
     duo = [rec(1, 10, 0.020, 2, 8.0), rec(2, 10, 0.050, 5, 5.0)]
     v_ms, bound, eff = pipeline(duo, ar)
     assert v_ms == pytest.approx(6.5) and bound == pytest.approx(2.25) and eff == pytest.approx(0.65)
+
+
+def test_lookahead_costs_by_hand():
+    def rec(qid, cat, tokens, wall, steps, stats):
+        return {"question_id": qid, "category": cat, "choices": [{"new_tokens": [tokens], "wall_time": [wall],
+                                                                   "decoding_steps": [steps], "stats": [stats]}]}
+    ar = [rec(1, "a", 10, 0.040, 10, {}), rec(2, "b", 10, 0.050, 10, {})]
+    # question 1: 5 forwards of 12 tokens (4 guessed), 2 tokens each, 10 ms a step: AR's 4 ms/token, bound 0.8
+    la = [rec(1, "a", 10, 0.060, 5, {"forwards": 5, "fed_tokens": 60, "guess_tokens": 20, "step_s": 0.050}),
+          rec(2, "b", 10, 0.050, 10, {"forwards": 10, "fed_tokens": 80, "guess_tokens": 0, "step_s": 0.060})]
+    rows = {r[0]: r for r in lookahead_costs(la, ar)}
+    assert rows["a"][1:] == pytest.approx((1, 2.0, 12.0, 4.0, 10.0, 4.0, 0.8))
+    assert rows["b"][1:] == pytest.approx((1, 1.0, 8.0, 0.0, 6.0, 5.0, 5.0 / 6.0))
+    assert rows["overall"][1:5] == pytest.approx((2, 20 / 15, 140 / 15, 20 / 15))
 
 
 def test_overlap_ceiling_by_hand():

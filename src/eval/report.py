@@ -112,6 +112,32 @@ def pipeline(records, base_records):
     return med(v_ms), med(bounds), med(effs)
 
 
+def lookahead_costs(records, base_records):
+    """Where Lookahead's time goes, per category and overall: tokens gained per forward (tau), tokens fed per
+    forward (window and guesses) and of them guesses, ms per step (forward, verification, pool), AR's ms per token,
+    and the bound tau x AR's ms per token / ms per step that the step's cost leaves (prefill excluded)."""
+    base = {r["question_id"]: r for r in base_records}
+    by_cat = {}
+    for r in records:
+        b = base.get(r["question_id"])
+        stats = [st for st in r["choices"][0].get("stats", []) if st.get("forwards")]
+        if b and stats:
+            by_cat.setdefault(r["category"], []).append((r, b, stats))
+    rows = []
+    for cat, items in sorted(by_cat.items()) + [("overall", [x for v in by_cat.values() for x in v])]:
+        total = lambda key: sum(st[key] for _, _, stats in items for st in stats)
+        forwards = total("forwards")
+        if not forwards:
+            continue
+        tau = sum(sum(r["choices"][0]["new_tokens"]) for r, _, _ in items) / sum(
+            sum(r["choices"][0]["decoding_steps"]) for r, _, _ in items)
+        step_ms = total("step_s") * 1e3 / forwards
+        ar_ms = statistics.median(1e3 / question_speed(b) for _, b, _ in items)
+        rows.append((cat, len(items), tau, total("fed_tokens") / forwards, total("guess_tokens") / forwards, step_ms,
+                     ar_ms, tau * ar_ms / step_ms))
+    return rows
+
+
 def overlap_ceiling(sps_records, duodec_records):
     """The most that overlapping drafting with verification can gain over SpS with the same GGUF draft:
     (gamma draft steps + a forward over gamma + 1 tokens) / the forward alone. Returns (ceiling, gamma,
@@ -299,6 +325,17 @@ def write_report(folder, references=(), allow_partial=False):
                       "hidden): "
                       f"1 + gamma · t_draft / T_target(gamma + 1) = 1 + {ceiling[1]} · {ceiling[2]:.3f} / "
                       f"{ceiling[3]:.2f} ms = {ceiling[0]:.2f} (SpS's gamma; DuoDecoding's start-up timings).", ""]
+    if "lookahead" in runs:
+        lines += ["## Lookahead", "",
+                  "Where its time goes: tokens gained per forward (tau), tokens each forward fed (the window's and "
+                  "the guesses'), ms per step (the forward, its verification and the pool), AR's ms per token (the "
+                  "median over the category's questions, prefill included), and the bound tau × AR's ms per token ÷ "
+                  "ms per step.", "",
+                  "| category | questions | tau | tokens fed per forward | of them guesses | ms per step | "
+                  "AR ms per token | bound |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {cat} | {n} | {tau:.2f} | {fed:.1f} | {guess:.1f} | {step:.1f} | {ar:.1f} | {bound:.2f} |"
+                  for cat, n, tau, fed, guess, step, ar, bound in lookahead_costs(runs["lookahead"], runs["ar"])]
+        lines.append("")
     lines += ["![speedup](speedup.png)", "", "![acceptance](acceptance.png)", ""]
     (folder / "report.md").write_text("\n".join(lines))
     plot_speedup(results, methods, cats, folder / "speedup.png")

@@ -23,6 +23,7 @@ Each forward feeds, after the cache (which holds everything before the last veri
 Written for this project's Target backend (one 4-D mask for both branches, transformers' API, any decoder that
 takes position ids and a 4-D mask: Llama, Qwen2); upstream's `lade` patches transformers 4.36's Llama only.
 """
+import time
 from collections import OrderedDict
 
 import torch
@@ -125,14 +126,18 @@ class Window:
         self.levels = [self.levels[1][1:]] + self.levels[2:] + [new]
 
 
-def step(target, seq, win, sampling, gen, budget):
+def step(target, seq, win, sampling, gen, budget, spent=None):
     """One forward after seq (the cache holds seq[:-1]): verify the pool's n-grams under seq[-1], and move the
-    window. Returns the tokens gained."""
+    window. Returns the tokens gained; counts the forward and what it fed in `spent`."""
     guesses = [g[:budget] for g in win.pool.continuations(seq[-1])] if budget > 0 else []
     tokens, parents = build_tree(guesses, win.pool.n * max(1, win.pool.per_key))
     window = [seq[-1]] + [t for lv in win.levels for t in lv]
     start, w, n_window = target.length, len(win.levels[0]) + 1, len(window)
     positions, mask = layout(start, win.levels, parents)
+    if spent is not None:
+        spent["forwards"] += 1
+        spent["fed_tokens"] += n_window + len(tokens)
+        spent["guess_tokens"] += len(tokens)
     logits = target.forward(window + tokens, position_ids=positions, attention_mask=mask[None, None])
     rows = logits[[0] + list(range(n_window, n_window + len(tokens)))]
     probs = distributions(rows, sampling.temperature, sampling.top_k, sampling.top_p)
@@ -143,15 +148,21 @@ def step(target, seq, win, sampling, gen, budget):
 
 
 def generate(target, prompt_ids, max_new_tokens, sampling, gen, shape=(5, 7, 7)):
-    """shape: (level N, window W, guess G)."""
+    """shape: (level N, window W, guess G). The answer's stats say where the time went: forwards, the tokens they
+    fed (window and guesses), the guesses alone, and the seconds the steps took."""
     win = Window(list(prompt_ids), *shape)
+    spent = {"forwards": 0, "fed_tokens": 0, "guess_tokens": 0, "step_s": 0.0}
 
     def one(seq, budget):
-        gained = step(target, seq, win, sampling, gen, budget)
+        start = time.perf_counter()
+        gained = step(target, seq, win, sampling, gen, budget, spent)
+        spent["step_s"] += time.perf_counter() - start
         win.pool.add_all((seq + gained)[-len(gained) - win.pool.n + 1:])  # the answer's n-grams, as verified
         return gained
 
-    return decode_loop(target, prompt_ids, max_new_tokens, one)
+    out = decode_loop(target, prompt_ids, max_new_tokens, one)
+    out.stats.update(spent)
+    return out
 
 
 def make(args, target, draft=None):
