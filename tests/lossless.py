@@ -51,6 +51,23 @@ def greedy_mismatches(target, prompts, method_outputs, max_new_tokens, name=""):
     return allowed
 
 
+def assert_run_matches_ar(folder, names, n_questions, dtype_name):
+    """Every answer of every named row of a compare run: identical to AR's, or first different at a near-tie.
+    Returns the rows' answers by name."""
+    from src.eval import answers
+    from src.eval.report import NEAR_TIE, divergence
+    ar = {r["question_id"]: r for r in answers.load(folder / "ar.jsonl")}
+    assert len(ar) == n_questions
+    rows = {}
+    for name in names:
+        rows[name] = answers.load(folder / f"{name}.jsonl")
+        assert len(rows[name]) == n_questions
+        for r in rows[name]:
+            d = divergence(r, ar[r["question_id"]])
+            assert d is None or (d[2] is not None and d[2] <= NEAR_TIE[dtype_name]), f"{name}: {d}"
+    return rows
+
+
 def exact_first_tokens(target, prompt, n=3, temperature=1.0):
     """AR's exact distribution of the first n new tokens, by enumeration. EOS ends a sequence early and,
     as in the methods' output, is not part of it."""

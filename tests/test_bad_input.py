@@ -251,7 +251,8 @@ def children(pid):
 def wait_for_lines(path, n, proc, limit=120):
     deadline = time.time() + limit
     while time.time() < deadline and proc.poll() is None:
-        if path.exists() and len(path.read_text().splitlines()) >= n:
+        # bytes: a line being written may end mid-character
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
             return
         time.sleep(0.05)
     raise AssertionError(f"{path} did not reach {n} lines")

@@ -2,9 +2,11 @@
 
 from src.backends.draft import Draft, check_vocab
 from src.backends.target import Target
+from src.eval.compare import MAIN, main as compare_main
 from src.eval.questions import load_questions, questions_for
 from src.tools.train_demo_pair import is_held_out, main as train_main
 from src.utils import resolve
+from tests.lossless import assert_run_matches_ar
 
 
 def test_miniature_training_produces_loadable_artefacts(tmp_path):
@@ -38,6 +40,16 @@ def test_shipped_pair_loads_and_gguf_matches_hf_draft():
         same += int((a == b).sum())
         total += len(ids)
     assert same / total >= 0.99
+
+
+def test_every_method_is_greedy_lossless_on_the_demo_pair(tmp_path):
+    """Every row of the demo's table, on the shipped pair and its first demo prompts, as `demo.sh` runs them:
+    each answer identical to AR's, or different only at a logged near-tie."""
+    out = tmp_path / "run"
+    compare_main(["--bench", "demo", "--device", "cpu", "--cores", "split", "--target-threads", "1",
+                  "--draft-threads", "1", "--limit", "4", "--max-new-tokens", "32", "--warmup", "0",
+                  "--methods", ",".join(MAIN), "--out", str(out)])
+    assert_run_matches_ar(out, MAIN, 4, "float32")
 
 
 def test_demo_prompts_come_from_held_out_files():

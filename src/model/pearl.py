@@ -12,7 +12,7 @@ import torch
 from src.argtypes import positive
 from src.backends.hf_draft import HFDraft
 from src.model.base import Cores, Method
-from src.model.duodec import SPIN_MS, Budget, Modes, Options, Rounds, Threads, measure, pinned_forward
+from src.model.duodec import Budget, Modes, Options, Rounds, Threads, measure, pinned_forward
 from src.model.duodec.worker import ProcessWorker
 
 DRAFT = "hf"
@@ -36,7 +36,9 @@ def make(args, target, draft):
     hf.set_threads(threads)
     draft_step, target_fwd = measure(target, hf, 1)
     budget = Budget("fixed", args.gamma, draft_step, target_fwd)
-    worker = ProcessWorker(hf, own, SPIN_MS / 1e3)  # both sides on the target's cores
+    # both sides on the target's cores, so neither spins for a message: a spinning side takes the core the other
+    # computes on (with a forward shorter than the spin, the whole of it)
+    worker = ProcessWorker(hf, own, 0.0)
     rounds = Rounds(target, worker, (budget, Modes(budget, forced="overlap")), Options(max_seqs=1, fit=False),
                     Threads(threads, threads))
     forward = pinned_forward(rounds, worker, own)
