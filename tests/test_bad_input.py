@@ -111,16 +111,11 @@ BAD_FLAGS = [
 
 
 @pytest.mark.parametrize("flags,words", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
-def test_bad_flag_is_one_line_before_loading(qfile, tmp_path, flags, words, capsys, monkeypatch):
-    """In-process (the entry point's own run_cli), so that no interpreter starts per flag."""
-    from src.eval.cli import run_cli
-    from src.eval.inference import main
+def test_bad_flag_is_one_line_before_loading(qfile, tmp_path, flags, words, monkeypatch):
+    """In-process (`here`), so that no interpreter starts per flag."""
     monkeypatch.setattr("src.eval.inference.load_target", lambda *a, **k: pytest.fail("a model loaded"))
     out = tmp_path / "a.jsonl"
-    with pytest.raises(SystemExit) as e:
-        run_cli(main, ["--question-file", str(qfile), "--answer-file", str(out), *flags])
-    err = capsys.readouterr().err
-    one_error(subprocess.CompletedProcess([], e.value.code, "", err), 2, words)
+    one_error(here("src.eval.inference", "--question-file", qfile, "--answer-file", out, *flags), 2, words)
     assert not out.exists()
 
 
