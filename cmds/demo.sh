@@ -11,8 +11,6 @@ if [ ! -f data/models/demo-draft.gguf ]; then
   echo "demo pair missing: training it (about 30 minutes on 2 cores)"
   python -m src.tools.train_demo_pair
 fi
-if [ ! -f data/rest/demo.idx ]; then
-  python -m src.tools.build_rest_datastore --tokenizer data/models/demo-target --stdlib-train --out data/rest/demo.idx
-fi
+python -m src.tools.build_rest_datastore --demo
 python -m src.eval.compare --bench demo --device cpu --cores split --target-threads 1 --draft-threads 1 \
   --reference $(cat results/demo-cpu/REFERENCES) "$@"

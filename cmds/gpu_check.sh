@@ -67,8 +67,7 @@ twins=${TMPDIR:-/tmp}/duodec-twins
 mkdir -p "$twins"
 # REST's datastore travels (data/rest is carried): built here, from this Python's standard library, it
 # would differ from the one the CPU runs used
-[ -f data/rest/demo.idx ] || "$py" -m src.tools.build_rest_datastore --tokenizer data/models/demo-target \
-  --stdlib-train --out data/rest/demo.idx
+"$py" -m src.tools.build_rest_datastore --demo
 [ -f "$twins/draft-$draft_shape.gguf" ] || "$py" -m src.tools.make_twin demo-draft "$twins/draft-$draft_shape" \
   --shape "$draft_shape" --gguf q5_k_m
 stage "datastore and draft twin ready"

@@ -21,8 +21,7 @@ say() { echo "[rehearsal] $*"; }
 py=${PYTHON:-python3}
 [ -x .venv/bin/python ] && py=.venv/bin/python
 PYTHON=$py bash cmds/bundle_offline.sh >/dev/null
-[ -f data/rest/demo.idx ] || "$py" -m src.tools.build_rest_datastore --tokenizer data/models/demo-target \
-  --stdlib-train --out data/rest/demo.idx
+"$py" -m src.tools.build_rest_datastore --demo
 carry=(wheels data/rest)
 
 # 2. what travels

@@ -5,6 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source cmds/env.sh
-[ -f data/rest/demo.idx ] || python -m src.tools.build_rest_datastore --tokenizer data/models/demo-target \
-  --stdlib-train --out data/rest/demo.idx
+python -m src.tools.build_rest_datastore --demo
 python -m src.tools.bench_load "$@"

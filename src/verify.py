@@ -78,19 +78,29 @@ def accept_candidates(p, candidates, gen=None):
     return None, sample(residual, gen)
 
 
+def accept_draw(p, token, q, gen=None):
+    """A token drawn from q, tried against p by the rejection rule; returns (accepted, next token)."""
+    accept, residual = rejection_step(p, q)
+    if uniform(gen) < float(accept[token]):
+        return True, token
+    return False, sample(residual, gen)
+
+
 def verify_chain(draft_tokens, p_rows, gen=None, q_rows=None):
     """Verify a drafted chain. p_rows[i] is the target's distribution for draft position i (one more row
-    than tokens, for the bonus token). With q_rows the drafts were sampled from q (rejection rule);
-    without, they are deterministic candidates. Returns (number accepted, next token)."""
+    than tokens, for the bonus token). q_rows[i]: the distribution token i was drawn from (rejection rule),
+    or None where it is a deterministic candidate (a chain may mix the two: each position's test is exact
+    given the tokens before it). Returns (number accepted, next token)."""
     for i, tok in enumerate(draft_tokens):
-        if q_rows is None or isinstance(p_rows[i], int):  # greedy: a drafted token is as good as a chosen one
+        q = q_rows[i] if q_rows is not None else None
+        if q is None or isinstance(p_rows[i], int):  # greedy: a drafted token is as good as a chosen one
             hit, nxt = accept_candidates(p_rows[i], [tok], gen)
             if hit is None:
                 return i, nxt
         else:
-            accept, residual = rejection_step(p_rows[i], q_rows[i])
-            if not uniform(gen) < float(accept[tok]):
-                return i, sample(residual, gen)
+            held, nxt = accept_draw(p_rows[i], tok, q, gen)
+            if not held:
+                return i, nxt
     return len(draft_tokens), sample(p_rows[len(draft_tokens)], gen)
 
 

@@ -47,8 +47,8 @@ def turns(records):
 @pytest.mark.parametrize("regime", ["split", "shared"])
 def test_every_method_keeps_to_the_regimes_cores(regime_runs, regime):
     """split: no answer records more threads on a side than that side owns (the draft owns one core, the target
-    the rest; PEARL's draft shares the target's). shared: every method but DuoDecoding records every core;
-    DuoDecoding chooses, with the -all modes open and each run on every core. Every answer's accept lengths sum
+    the rest; PEARL's draft shares the target's). shared: every method but DuoDecoding and PEARL records every
+    core; PEARL's sides each half of them, as they compute at once; DuoDecoding chooses, with the -all modes open and each run on every core. Every answer's accept lengths sum
     to its new tokens."""
     runs = regime_runs(regime)
     own = {"target": max(1, CORES - 1), "draft": 1}
@@ -66,6 +66,8 @@ def test_every_method_keeps_to_the_regimes_cores(regime_runs, regime):
                 elif name.startswith("duodec"):
                     for mode, t in st["mode_threads"].items():
                         assert t["target"] == (CORES if mode.endswith("-all") else own["target"]), (name, mode, t)
+                elif name == "pearl":  # its two sides compute at once, each on half of the cores
+                    assert used["target"] == used["draft"] == max(1, CORES // 2), (name, used)
                 else:
                     assert used["target"] == CORES, (name, used)
                     assert used["draft"] in (None, CORES), (name, used)

@@ -4,6 +4,7 @@ from src.backends.draft import Draft, check_vocab
 from src.backends.target import Target
 from src.eval.compare import MAIN, main as compare_main
 from src.eval.questions import load_questions, questions_for
+from src.tools.build_rest_datastore import demo_datastore
 from src.tools.train_demo_pair import is_held_out, main as train_main
 from src.utils import resolve
 from tests.lossless import assert_run_matches_ar
@@ -45,6 +46,7 @@ def test_shipped_pair_loads_and_gguf_matches_hf_draft():
 def test_every_method_is_greedy_lossless_on_the_demo_pair(tmp_path):
     """Every row of the demo's table, on the shipped pair and its first demo prompts, as `demo.sh` runs them:
     each answer identical to AR's, or different only at a logged near-tie."""
+    demo_datastore()  # REST's, as demo.sh builds it on a fresh clone
     out = tmp_path / "run"
     compare_main(["--bench", "demo", "--device", "cpu", "--cores", "split", "--target-threads", "1",
                   "--draft-threads", "1", "--limit", "4", "--max-new-tokens", "32", "--warmup", "0",

@@ -230,7 +230,9 @@ def test_continuation_picks_the_sequence_that_agrees():
     assert d.continuation(context, [1, 2, 3, 4, 5, 9])[0] == [10]          # all held, sequence 1 accepted
     assert d.continuation(context, [1, 2, 3, 4, 5, 11])[0] == []           # no candidate accepted
     got = d.continuation(context, [1, 2, 3, 20])                           # 4 rejected, 20 in its place
-    assert got == ([21, 22], [(0.6, 31, 0.2), (0.7, 32, 0.1)])
+    assert got == ([21, 22], [(0.6, 31, 0.2), (0.7, 32, 0.1)], [None, None])  # greedy tokens: no draw rows
+    drawn = duodec.Drafts(seqs=[[6, 7, 8]], starts=[5], k=1, odds=[[(1, -1, 0)] * 3], q=[["q6", "q7", "q8"]])
+    assert drawn.continuation(context, [1, 2, 3, 4, 5, 6])[::2] == ([7, 8], ["q7", "q8"])  # rows travel along
     assert d.continuation(context, [1, 2, 3, 4, 20])[0] == []              # the branch sits elsewhere
     assert d.continuation(context, [1, 2, 9, 20])[0] == []                 # disagrees before the branch
 
@@ -244,10 +246,30 @@ def test_theta_rule_drafts_several_sequences_when_unsure(tiny_vocab):
     assert max(ks) > 1, ks
 
 
+def test_drawn_chain_follows_the_drafts_distribution(tiny_vocab):
+    """Under sampling the drafter draws each token from the row it returns (chi-square over seeds), and that row
+    is the draft's distribution after the temperature."""
+    from scipy.stats import chisquare
+    from src.verify import logits_to_probs
+    draft = Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=256)
+    drafter, ctx = duodec.Drafter(draft), [1, 5, 6]
+    counts, q = np.zeros(draft.n_vocab), None
+    for seed in range(3000):
+        drafts = drafter.run(duodec.DraftJob(context=ctx, depth=2, max_seqs=1, sample=(0.7, 0, 1.0, seed)))
+        assert len(drafts.seqs[0]) == 2 and len(drafts.q[0]) == 2
+        q = drafts.q[0][0]
+        counts[drafts.seqs[0][0]] += 1
+    draft.clear()
+    want = logits_to_probs(torch.from_numpy(draft.eval(ctx))[None], 0.7)[0].numpy()
+    assert np.allclose(q, want, atol=1e-6)
+    seen, want = want > 1e-4, want.astype(np.float64)
+    assert chisquare(counts[seen], want[seen] / want[seen].sum() * counts[seen].sum()).pvalue > 1e-3
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4", branches=0), dict(gamma="4", catch_up=0, max_seqs=8),
-                                     dict(gamma="6", branches=3, lookup_ngram=2, catch_up=4)],
-                         ids=["k=3 forced", "theta rule", "branches and free candidates"])
+                                     dict(gamma="6", branches=3, lookup_ngram=2, catch_up=4), dict(gamma="4")],
+                         ids=["k=3 forced", "theta rule", "branches and free candidates", "drawn chain (default)"])
 def test_sampling_over_pipelined_rounds(tiny_vocab, variant):
     """Sampled outputs of 8 tokens, many rounds each (pre- and post-verify, catch-up, branches, looked-up
     candidates), follow AR's distribution at every position."""
@@ -266,7 +288,7 @@ def test_sampling_over_pipelined_rounds(tiny_vocab, variant):
         assert rounds > 2 * len(outs), rounds
         if variant.get("branches"):
             assert hits > 30 and free > 30, (hits, free)  # corrections land on branches; n-grams recur
-        else:
+        elif variant.get("force_seqs") or variant.get("max_seqs"):
             assert any(int(k) > 1 for k in ks), ks
         pval, n = pit_pvalue(target, prompt, outs, 8)
         print(f"duodec {variant}: {n} tokens, k {ks}, branch hits {hits}, free rounds {free}, PIT chi-square p = {pval:.3f}")

@@ -122,3 +122,40 @@ def test_overlap_ceiling_by_hand():
     assert ceiling == pytest.approx(1 + 5 * 0.2 / t_fwd)
     hf = [{"choices": [{"settings": {"gamma": 5, "draft_backend": "hf"}}]}]
     assert overlap_ceiling(hf, duo) is None and overlap_ceiling(None, duo) is None
+
+
+def test_ab_medians_by_hand(tmp_path):
+    """Two commits' runs: each run's speedup over its own AR, and each commit's median."""
+    from src.eval.ab import table
+
+    def run(name, ar_s, duo_s):
+        folder = tmp_path / name
+        folder.mkdir()
+        for method, wall in (("ar", ar_s), ("duodec", duo_s)):
+            write_jsonl(folder / f"{method}.jsonl", [
+                {"question_id": 1, "category": "code", "choices": [{"new_tokens": [10], "wall_time": [wall],
+                                                                    "decoding_steps": [5], "accept_lengths": [2] * 5}]}])
+        return folder
+    old = [run("o1", 1.0, 0.5), run("o2", 2.0, 0.5), run("o3", 1.0, 1.0)]  # 2, 4, 1: median 2
+    new = [run("n1", 3.0, 1.0)]
+    lines = table((old, new), ("old", "new")).splitlines()
+    assert lines[2] == "| duodec | 2.00, 4.00, 1.00 | 2.00 | 3.00 | 3.00 |"
+
+
+def test_duodec_costs_by_hand():
+    from src.eval.report import duodec_costs
+
+    def rec(qid, cat, tokens, wall, steps, stats=None):
+        return {"question_id": qid, "category": cat, "choices": [{"new_tokens": [tokens], "wall_time": [wall],
+                                                                   "decoding_steps": [steps], "stats": [stats or {}]}]}
+    ar = [rec(1, "a", 10, 0.040, 10), rec(2, "b", 10, 0.050, 10)]
+    # a: 5 tokens per forward of 6 fed, AR 4 ms/token, 8 ms a round: bound 2.5, speedup 2.0, efficiency 0.8
+    # b: 2 tokens per forward of 3 fed, AR 5 ms/token, 5 ms a round: bound 2.0, speedup 1.0, efficiency 0.5
+    duo = [rec(1, "a", 10, 0.020, 2, {"verify_ms": 8.0, "verify_tokens": 6.0, "target_idle_share": 0.1,
+                                      "draft_idle_share": 0.4}),
+           rec(2, "b", 10, 0.050, 5, {"verify_ms": 5.0, "verify_tokens": 3.0, "target_idle_share": 0.3,
+                                      "draft_idle_share": 0.2})]
+    rows = {r[0]: r[1:] for r in duodec_costs(duo, ar)}
+    assert rows["a"] == pytest.approx((1, 5.0, 6.0, 8.0, 0.1, 0.4, 2.5, 0.8))
+    assert rows["b"] == pytest.approx((1, 2.0, 3.0, 5.0, 0.3, 0.2, 2.0, 0.5))
+    assert rows["overall"] == pytest.approx((2, 20 / 7, 4.5, 6.5, 0.2, 0.3, 2.25, 0.65))

@@ -101,3 +101,32 @@ def test_top_k_top_p():
     assert (logits_to_probs(logits, 1.0, top_k=2)[2:] == 0).all()
     p = logits_to_probs(logits, 1.0, top_p=0.7)
     assert p[0] > 0 and p[1] > 0 and (p[2:] == 0).all() and abs(p.sum() - 1) < 1e-6
+
+
+@given(st.lists(st.integers(0, V - 1), min_size=1, max_size=4), st.data())
+@settings(max_examples=100, deadline=None)
+def test_a_none_draw_row_is_a_deterministic_candidate(chain, data):
+    """q_rows with None at every position verify as no q_rows at all, draw for draw."""
+    p_rows = [dist(data.draw) for _ in range(len(chain) + 1)]
+    seed = data.draw(st.integers(0, 2 ** 31))
+    a = verify_chain(chain, p_rows, torch.Generator().manual_seed(seed), None)
+    b = verify_chain(chain, p_rows, torch.Generator().manual_seed(seed), [None] * len(chain))
+    assert a == b
+
+
+def test_chain_of_drawn_and_deterministic_tokens_is_exact_by_monte_carlo():
+    """A chain whose first token is drawn from q (rejection rule) and whose second is deterministic given the
+    first (candidate rule): the first two output tokens follow the target's joint distribution."""
+    from scipy.stats import chisquare
+    p0, q0 = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    p1 = torch.tensor([[0.1, 0.1, 0.8], [0.6, 0.2, 0.2], [0.3, 0.3, 0.4]], dtype=torch.float64)  # after each first
+    gen, draft_gen = torch.Generator().manual_seed(2), torch.Generator().manual_seed(3)
+    counts = torch.zeros(3, 3)
+    for _ in range(20000):
+        t0 = sample(q0, draft_gen)
+        chain = [t0, (t0 + 1) % 3]
+        n, nxt = verify_chain(chain, [p0, p1[t0], torch.ones(3, dtype=torch.float64) / 3], gen, [q0, None])
+        first, second = (nxt, sample(p1[nxt], gen)) if n == 0 else (t0, nxt if n == 1 else chain[1])
+        counts[first, second] += 1
+    expected = (p0[:, None] * p1).flatten() * counts.sum().item()
+    assert chisquare(counts.flatten().double().numpy(), expected.numpy()).pvalue > 1e-3

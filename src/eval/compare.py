@@ -53,6 +53,7 @@ VARIANTS = {
     "duodec-time": ("duodec", "gguf", ["--gamma-rule", "time"]),
     "duodec-overlap": ("duodec", "gguf", ["--mode", "overlap"]),
     "duodec-tree": ("duodec", "gguf", ["--verify", "tree", "--max-seqs", "8", "--catch-up", "4"]),
+    "duodec-greedy-drafts": ("duodec", "gguf", ["--drafts", "greedy"]),
 }
 MAIN = ["ar", "hf-ar", "hf-assisted", "hf-lookup", "sps", "sps-gguf", "pld", "lookahead", "rest", "pearl", "duodec"]
 ABLATIONS = [name for name in VARIANTS if name.startswith("duodec-")]

@@ -80,6 +80,12 @@ def regime_of(runs):
     return "-"
 
 
+def made_as(runs):
+    """'cores REGIME', and the temperature where the run sampled."""
+    t = next((recs[0]["choices"][0].get("settings", {}).get("temperature") for recs in runs.values() if recs), 0)
+    return f"cores {regime_of(runs)}" + (f", temperature {t:g}" if t else "")
+
+
 def threads_used(records):
     """The most threads each side ran on over a method's answers, as the answers recorded them."""
     most = {"target": 0, "draft": 0}
@@ -112,19 +118,40 @@ def pipeline(records, base_records):
     return med(v_ms), med(bounds), med(effs)
 
 
+def by_category(records):
+    """[(category, its records)] in order, then ("overall", every record)."""
+    cats = {}
+    for r in records:
+        cats.setdefault(r["category"], []).append(r)
+    return sorted(cats.items()) + [("overall", list(records))]
+
+
+def duodec_costs(records, base_records):
+    """Where DuoDecoding's time goes, per category and overall: tokens gained per forward (tau), tokens fed per
+    forward, the verify round's ms, the target's and the draft's idle shares, and the pipeline bound and the
+    efficiency against it (medians over questions, as `pipeline`)."""
+    rows = []
+    for cat, recs in by_category(records):
+        steps = sum(sum(r["choices"][0]["decoding_steps"]) for r in recs)
+        if not steps:
+            continue
+        s = duodec_stats(recs)
+        v_ms, bound, eff = pipeline(recs, base_records)
+        tau = sum(sum(r["choices"][0]["new_tokens"]) for r in recs) / steps
+        rows.append((cat, len(recs), tau, s["verify_tokens"], v_ms, s["target_idle"], s["draft_idle"], bound, eff))
+    return rows
+
+
 def lookahead_costs(records, base_records):
     """Where Lookahead's time goes, per category and overall: tokens gained per forward (tau), tokens fed per
     forward (window and guesses) and of them guesses, ms per step (forward, verification, pool), AR's ms per token,
     and the bound tau x AR's ms per token / ms per step that the step's cost leaves (prefill excluded)."""
     base = {r["question_id"]: r for r in base_records}
-    by_cat = {}
-    for r in records:
-        b = base.get(r["question_id"])
-        stats = [st for st in r["choices"][0].get("stats", []) if st.get("forwards")]
-        if b and stats:
-            by_cat.setdefault(r["category"], []).append((r, b, stats))
     rows = []
-    for cat, items in sorted(by_cat.items()) + [("overall", [x for v in by_cat.values() for x in v])]:
+    for cat, recs in by_category(records):
+        items = [(r, base[r["question_id"]], [st for st in r["choices"][0].get("stats", []) if st.get("forwards")])
+                 for r in recs if r["question_id"] in base]
+        items = [x for x in items if x[2]]
         total = lambda key: sum(st[key] for _, _, stats in items for st in stats)
         forwards = total("forwards")
         if not forwards:
@@ -170,15 +197,15 @@ def beside_references(folder, results, references, allow_partial=False):
         if Path(ref).resolve() != Path(folder).resolve():
             runs = load_run(ref)
             refs.append((Path(ref), {m: compare(recs, runs["ar"], allow_partial, (f"{ref}/{m}.jsonl", f"{ref}/ar.jsonl"))
-                                     ["overall"] for m, recs in runs.items() if m != "ar"}, regime_of(runs)))
+                                     ["overall"] for m, recs in runs.items() if m != "ar"}, made_as(runs)))
     if not refs:
         return []
     head = "| method | this run | " + " | ".join(str(r) for r, _, _ in refs) + " |"
     lines = ["## This run beside the reference runs", "",
              "Speedup over AR of the same run and regime (mean of per-question speeds), median per-question ratio "
              "in brackets.", "",
-             f"- this run ({shown(folder)}), cores {regime_of(load_run(folder))}: {describe(machine_of(folder))}"]
-    lines += [f"- {r}, cores {regime}: {describe(machine_of(r))}" for r, _, regime in refs]
+             f"- this run ({shown(folder)}), {made_as(load_run(folder))}: {describe(machine_of(folder))}"]
+    lines += [f"- {r}, {how}: {describe(machine_of(r))}" for r, _, how in refs]
     lines += ["", head, "|---" * (2 + len(refs)) + "|"]
     cell = lambda f: f"{f['speedup']:.2f} ({f['median_ratio']:.2f})" if f else "-"
     for m in results:
@@ -319,6 +346,14 @@ def write_report(folder, references=(), allow_partial=False):
                          f"{s['verify_tokens']:.1f} | {v_ms:.2f} | {job(s)} | {bound:.2f} | {eff:.2f} | "
                          f"{s['modes']} ({s['switches']}) |")
         lines.append("")
+        main = "duodec" if "duodec" in duo else duo[0]
+        lines += [f"Where {main}'s time goes, per category (the same definitions; tau: tokens gained per forward):", "",
+                  "| category | questions | tau | tokens fed per forward | verify ms | target idle | draft idle | "
+                  "bound | efficiency |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {cat} | {n} | {tau:.2f} | {fed:.1f} | {v_ms:.2f} | {t_idle:.0%} | {d_idle:.0%} | {bound:.2f} | "
+                  f"{eff:.2f} |" for cat, n, tau, fed, v_ms, t_idle, d_idle, bound, eff
+                  in duodec_costs(runs[main], runs["ar"])]
+        lines.append("")
         ceiling = overlap_ceiling(runs.get("sps-gguf"), runs.get("duodec", runs[duo[0]]))
         if ceiling:
             lines += ["What overlap alone can gain over SpS with the GGUF draft at SpS's gamma (all of its drafting "
@@ -385,7 +420,7 @@ def plot_acceptance(runs, methods, path, cap=16):
 LABELS = {"hf-ar": "transformers `generate`", "hf-assisted": "transformers assisted generation",
           "hf-lookup": "transformers prompt lookup", "sps": "SpS, HF draft", "sps-gguf": "SpS, GGUF draft",
           "pld": "PLD", "rest": "REST", "duodec": "**DuoDecoding**", "duodec-paper": "DuoDecoding, the paper's preset",
-          "lookahead": "Lookahead", "pearl": "PEARL"}
+          "lookahead": "Lookahead", "pearl": "PEARL", "duodec-greedy-drafts": "DuoDecoding, greedy drafts"}
 
 
 def category_table(folder, over=("sps-gguf",)):
@@ -408,7 +443,8 @@ def category_table(folder, over=("sps-gguf",)):
                      f" | {o['speedup']:.2f} ({o['median_ratio']:.2f}) | " + " | ".join(vs) +
                      (" | " if vs else "") + (f"{t:.2f} |" if t else "- |"))
     ar_tps = res[methods[0]]["overall"]["base_tokens_per_s"]
-    return "\n".join(lines) + f"\n\nCores {regime_of(runs)}; AR {ar_tps:.2f} tokens/s; {describe(machine_of(folder))}.\n"
+    how = made_as(runs)
+    return "\n".join(lines) + f"\n\n{how[0].upper() + how[1:]}; AR {ar_tps:.2f} tokens/s; {describe(machine_of(folder))}.\n"
 
 
 def print_beside(report_path):

@@ -3,7 +3,7 @@ with the draft on the target's own device. While the target verifies the pending
 gamma tokens beside it (post-verify); after a rejection the target's forward covers its own token while the draft
 drafts from it (pre-verify). A fixed gamma, one sequence, no lookups, the draft in its own process as upstream's
 two processes. On the CPU the draft shares the target's cores, as it would share one GPU: both are pinned to
-them. So a PEARL row beside DuoDecoding's asks whether the CPU draft is the reason, or running the draft in
+them, each computing on half of them. So a PEARL row beside DuoDecoding's asks whether the CPU draft is the reason, or running the draft in
 parallel is."""
 import os
 
@@ -31,9 +31,13 @@ def target_cores(cores):
 
 def make(args, target, draft):
     cores = getattr(args, "cores", None) or Cores("split", torch.get_num_threads(), 1, len(os.sched_getaffinity(0)))
-    own, (threads, _) = target_cores(cores), cores.sides()
+    own = target_cores(cores)
+    # both sides compute at once on the target's cores, so each takes half of them (on one core they take turns):
+    # a side on all of them would have threads waiting at each barrier for a core the other side holds
+    threads = max(1, len(own) // 2)
     hf = HFDraft(draft)
     hf.set_threads(threads)
+    target.set_threads(threads)
     draft_step, target_fwd = measure(target, hf, 1)
     budget = Budget("fixed", args.gamma, draft_step, target_fwd)
     # both sides on the target's cores, so neither spins for a message: a spinning side takes the core the other

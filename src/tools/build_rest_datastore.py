@@ -1,5 +1,6 @@
 """Build a REST datastore (draftretriever's suffix-array index) from token ids.
 
+    python -m src.tools.build_rest_datastore --demo    # the demo target's, where REST_DATASTORES looks, if missing
     python -m src.tools.build_rest_datastore --tokenizer data/models/demo-target --stdlib-train --out data/rest/demo.idx
     python -m src.tools.build_rest_datastore --tokenizer /models/vicuna-7b-v1.5 --json sharegpt.json --out x.idx
 
@@ -8,6 +9,7 @@
 """
 import argparse
 import json
+import os
 from pathlib import Path
 
 import draftretriever
@@ -48,14 +50,32 @@ def build(texts, tokenizer, out):
     return n_tokens
 
 
+def demo_datastore():
+    """The demo target's index, built from the shipped training split the first time it is needed; written
+    under another name and renamed, so that two processes building it at once never leave half a file."""
+    from src.utils import REST_DATASTORES, resolve
+    out = Path(REST_DATASTORES["demo-target"])
+    if not out.is_file():
+        part = out.with_name(f"{out.name}.{os.getpid()}.part")
+        build(stdlib_train_texts(), AutoTokenizer.from_pretrained(resolve("demo-target")[0]), part)
+        os.replace(part, out)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokenizer", required=True, help="the target model's directory")
+    ap.add_argument("--tokenizer", help="the target model's directory")
     src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--demo", action="store_true", help="the demo target's index, built if missing")
     src.add_argument("--stdlib-train", action="store_true", help="the demo pair's training split")
     src.add_argument("--json", help="ShareGPT/UltraChat-style JSON or JSONL")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
     args = ap.parse_args(argv)
+    if args.demo:
+        print(f"REST datastore: {demo_datastore()}")
+        return
+    if not args.tokenizer or not args.out:
+        ap.error("--stdlib-train and --json need --tokenizer and --out")
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     texts = stdlib_train_texts() if args.stdlib_train else json_texts(args.json)
     n = build(texts, tokenizer, args.out)

@@ -40,7 +40,8 @@ DRAFT = "gguf"
 SPIN_MS = 20.0
 # the paper's scheme: the draft always beside the target, the theta rule with up to 8 sequences, gamma from the
 # speed ratio, gamma tokens every round, no looked-up candidates
-PRESETS = {"paper": {"mode": "overlap", "max_seqs": 8, "gamma_rule": "time", "lookup_ngram": 0, "fit": False}}
+PRESETS = {"paper": {"mode": "overlap", "max_seqs": 8, "gamma_rule": "time", "lookup_ngram": 0, "fit": False,
+                    "drafts": "greedy"}}
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Config:
     branches: int = 0
     lookup_ngram: int = 3
     fit: bool = True
+    drafts: str = "sampled"
     worker: str = "process"
     spin_ms: float = None  # the process worker's; None for a thread
     pin_cores: bool = False
@@ -75,7 +77,8 @@ class Config:
     def options(self, n_seq):
         """The loop's options, with the draft's sequence slots capping the sequences."""
         return Options(max_seqs=min(self.max_seqs, n_seq), force_k=self.force_seqs, catch_up=self.catch_up,
-                       tree=self.verify == "tree", lookup_ngram=self.lookup_ngram, branches=self.branches, fit=self.fit)
+                       tree=self.verify == "tree", lookup_ngram=self.lookup_ngram, branches=self.branches, fit=self.fit,
+                       draw=self.drafts == "sampled")
 
 
 def add_args(ap):
@@ -122,6 +125,11 @@ def add_args(ap):
                     help="duodec: draft gamma tokens in every round (the paper), even where the target's forward "
                          "is shorter than the drafting (one token after a rejection) and so waits for it; by "
                          "default a round drafts only what ends within its forward, timed in the rounds")
+    ap.add_argument("--drafts", choices=["sampled", "greedy"], default="sampled",
+                    help="duodec, under sampling (temperature > 0): sampled (default): the chain is drawn from the "
+                         "draft's distribution and tested by the rejection rule, as SpS does; greedy: the draft's top "
+                         "tokens, tested by the deterministic-candidate rule (upstream, which is greedy-only). k "
+                         "sequences, branches and trees always draft top tokens")
     ap.add_argument("--mode", choices=["auto", *MODES], default="auto",
                     help="duodec: how the rounds run. overlap: the draft drafts while the target verifies (the paper); "
                          "sequential: draft, then verify; none: the target alone with free candidates; -all: that "

@@ -1,13 +1,16 @@
 """The draft side of DuoDecoding: a drafter that drafts k greedy sequences (the theta rule's, rules.py) in one
-`llama_decode` per step (unified KV cache, sequence ids), not one after another."""
+`llama_decode` per step (unified KV cache, sequence ids), not one after another; or, under sampling, one chain
+drawn from the draft's distribution, with the rows it was drawn from (for the rejection rule)."""
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.special import softmax
 
 from src.model.base import common_prefix
 from src.model.duodec.rules import choose_first_tokens
+from src.verify import distributions, sample
 
 
 def top_two(logits):
@@ -48,16 +51,22 @@ class Drafts:
     steps: int = 0
     step_s: float = 0.0
     synced: int = 0  # context tokens the job first had to read (a whole prompt after the prefill)
+    q: list = None  # q[s][i]: the distribution seqs[s][i] was drawn from (a sampled chain), else None: greedy
+
+    def rows(self, s):
+        """Sequence s's draw distributions, one per token (None for a greedy token)."""
+        return self.q[s] if self.q else [None] * len(self.seqs[s])
 
     def continuation(self, context, verified):
         """The drafted tokens that continue `verified` (which agrees with `context` up to where it was
-        verified): from the first sequence that agrees with it, its tokens after the end of `verified`."""
+        verified): from the first sequence that agrees with it, its tokens after the end of `verified`, with
+        their odds and draw distributions."""
         agree = common_prefix(context, verified)
-        for start, s, odds in zip(self.starts, self.seqs, self.odds):
+        for s, (start, seq, odds) in enumerate(zip(self.starts, self.seqs, self.odds)):
             end = len(verified) - start
-            if start <= agree and 0 < end < len(s) and s[:end] == verified[start:]:
-                return s[end:], odds[end:]
-        return [], []
+            if start <= agree and 0 < end < len(seq) and seq[:end] == verified[start:]:
+                return seq[end:], odds[end:], self.rows(s)[end:]
+        return [], [], []
 
 
 class Drafter:
@@ -102,6 +111,8 @@ class Drafter:
         logits = self.sync(context)
         if depth <= 0:
             return Drafts([[]], [len(context)], 1, [[]])
+        if job.sample:
+            return self.draw_chain(job, logits, cancel)
         firsts, second = self.first_tokens(logits, depth, job.max_seqs, job.force_k)
         k = len(firsts)
         branch_at = list(job.branch_at)[:self.draft.n_seq - k]
@@ -127,3 +138,25 @@ class Drafter:
             steps += 1
         self.branches = [(list(context[:starts[s]]) + seqs[s])[:self.draft.lengths[s]] for s in range(len(seqs))]
         return Drafts(seqs, starts, k, odds, steps, time.perf_counter() - t0, self.synced)
+
+    def draw_chain(self, job, logits, cancel=None):
+        """One chain of `job.depth` tokens, each drawn from the draft's distribution after temperature, top-k and
+        top-p (job.sample: those three and a seed), as SpS draws; each row goes back with its token, since the
+        rejection rule needs the whole distribution."""
+        temperature, top_k, top_p, seed = job.sample
+        gen = torch.Generator().manual_seed(seed)
+        seq, rows, steps, t0 = [], [], 0, None
+        while True:
+            q = distributions(torch.from_numpy(np.asarray(logits, dtype=np.float32))[None], temperature, top_k,
+                              top_p)[0]
+            seq.append(sample(q, gen))
+            rows.append(q.numpy())
+            if len(seq) == job.depth or (cancel is not None and cancel.is_set()):
+                break
+            t0 = t0 or time.perf_counter()  # the decode steps after the first token, timed apart
+            logits = self.draft.decode([(seq[-1], 0, True)])[0]
+            steps += 1
+        context = job.context
+        self.branches = [(list(context) + seq)[:self.draft.lengths[0]]]
+        return Drafts([seq], [len(context)], 1, [[NOT_TOP] * len(seq)], steps,
+                      time.perf_counter() - t0 if t0 else 0.0, self.synced, q=[rows])

@@ -16,14 +16,18 @@ the last n tokens (prompt lookup) cost no draft time, so the target verifies the
 draft continues them. Without a match the target either runs its pre-verify forward over its own token
 while the draft drafts from it (--catch-up 0, the paper's), or waits for --catch-up draft tokens: one
 sequence (--verify first), or k sequences verified together as a tree (--verify tree).
-Every candidate is deterministic (greedy draft tokens, top-k first tokens, branches, looked-up tokens:
-functions of the verified tokens), so the deterministic-candidate rule keeps sampling exact.
+Under sampling the one-sequence chain is drawn from the draft's distribution and tested by the rejection rule
+(SpS's: accept with min(1, p/q)), which accepts more than the deterministic-candidate rule wherever the models
+agree. Every other candidate is deterministic (greedy draft tokens, top-k first tokens, branches, looked-up
+tokens: functions of the verified tokens), and the deterministic-candidate rule keeps those exact; a chain may
+mix the two, each position tested by its own rule.
 """
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from src.model.base import Clock, chain_step, finish, stopped, tree_step
 from src.model.duodec.drafter import Drafts
@@ -31,7 +35,7 @@ from src.model.duodec.rules import branch_points, kind, on_every_core
 from src.model.duodec.stats import TurnStats
 from src.model.duodec.worker import DraftJob
 from src.model.ngram import NgramIndex
-from src.verify import accept_candidates
+from src.verify import accept_candidates, accept_draw, uniform
 
 
 def flatten(seqs):
@@ -58,11 +62,23 @@ class Verdict:
     fed: int
 
 
-def check_chain(target, seq, pending, sampling, gen):
+def on_target(rows, target):
+    """Draw distributions (numpy rows from the drafter) as the target's rows: on its device, over its vocabulary
+    (a draft's may lack the padded ids); None (a deterministic candidate) kept."""
+    def row(q):
+        out = torch.zeros(target.config.vocab_size)
+        n = min(len(out), len(q))
+        out[:n] = torch.from_numpy(q[:n])
+        return out.to(target.device)
+    return [None if q is None else row(q) for q in rows]
+
+
+def check_chain(target, seq, pending, q, sampling, gen):
     """One forward over what the target has not seen of seq (the prompt, on round 1), then the pending
-    draft, verified as a chain."""
+    draft, verified as a chain (each token by the rule its q row says: drawn from it, or deterministic)."""
     fed = len(seq) - target.length + len(pending)
-    n, nxt, p_rows = chain_step(target, seq, pending, sampling, gen)
+    q_rows = on_target(q, target) if any(r is not None for r in q) else None
+    n, nxt, p_rows = chain_step(target, seq, pending, sampling, gen, q_rows)
     held = n == len(pending)
     return Verdict(pending[:n], held, held, p_rows[n], nxt, fed)
 
@@ -139,7 +155,8 @@ class Threads:
 @dataclass(kw_only=True)
 class Options:
     """The method's choices (see add_args): most theta-rule sequences, forced k, catch-up tokens, catch-up as
-    a tree, n-gram for free candidates, branch sequences at the pending draft's unsure positions."""
+    a tree, n-gram for free candidates, branch sequences at the pending draft's unsure positions, drafts that end
+    within the forward, and (under sampling) a chain drawn from the draft rather than its top tokens."""
     max_seqs: int = 1
     force_k: int = 0
     catch_up: int = 0
@@ -147,6 +164,7 @@ class Options:
     lookup_ngram: int = 0
     branches: int = 0
     fit: bool = True
+    draw: bool = True
 
 
 def free_candidates(index, seq, n):
@@ -175,6 +193,7 @@ class Answer:
     accepts: list = field(default_factory=list)
     pending: list = field(default_factory=list)
     odds: list = field(default_factory=list)
+    q: list = field(default_factory=list)  # the pending draft's draw distributions (None: deterministic)
     done: bool = False
 
     @property
@@ -194,6 +213,7 @@ class Plan:
     mode: str
     chain: list
     odds: list
+    q: list
     tree: list = None
     looked_up: bool = False
     job: DraftJob = None
@@ -250,15 +270,16 @@ class Rounds:
         ans.stats.ran_on(mode, (target_threads, draft_threads))
         gamma = self.budget.gamma()
         ans.stats.gammas.append(gamma)
-        p = Plan(mode, ans.pending, ans.odds, prefill=prefill, draft_threads=draft_threads)
+        p = Plan(mode, ans.pending, ans.odds, ans.q, prefill=prefill, draft_threads=draft_threads)
         if not p.chain and ans.room > 0:
             p.chain, p.odds = free_candidates(ans.index, ans.seq, min(gamma, ans.room)), []
+            p.q = [None] * len(p.chain)
             p.looked_up = bool(p.chain)
             ans.stats.free_rounds += p.looked_up
         wait_for = {"overlap": self.opt.catch_up, "sequential": gamma, "none": 0}[kind(mode)]
         if wait_for and not p.chain and not prefill and ans.room > 0:
             caught, p.caught_s = self.catch_up(ans, p, wait_for)
-            p.chain, p.odds = caught.seqs[0], caught.odds[0]
+            p.chain, p.odds, p.q = caught.seqs[0], caught.odds[0], caught.rows(0)
             p.tree = caught.seqs[:caught.k] if caught.k > 1 else None
         if kind(mode) == "overlap":
             p.job = self.job_beside(ans, p, gamma)
@@ -270,7 +291,7 @@ class Rounds:
         opt, n = self.opt, min(n, ans.room)
         self.worker.submit(DraftJob(context=ans.seq, depth=n, max_seqs=opt.max_seqs if opt.tree else 1,
                                     depths=self.budget.depths(n), force_k=opt.force_k if opt.tree else 0,
-                                    odds=opt.branches > 0, threads=p.draft_threads))
+                                    odds=opt.branches > 0, threads=p.draft_threads, sample=self.draw(ans)))
         drafts, draft_s = ans.stats.wait(self.worker, catching_up=True)
         self.budget.observe_job(drafts, draft_s)
         return drafts, draft_s
@@ -285,7 +306,16 @@ class Rounds:
         return DraftJob(context=ans.seq + p.chain, depth=depth, max_seqs=self.opt.max_seqs if depth > 1 else 1,
                         depths=self.budget.depths(gamma), force_k=self.opt.force_k,
                         branch_at=branch_points(p.odds, len(ans.seq), self.opt.branches) if depth > 1 else [],
-                        odds=self.opt.branches > 0, threads=p.draft_threads)
+                        odds=self.opt.branches > 0, threads=p.draft_threads, sample=self.draw(ans))
+
+    def draw(self, ans):
+        """Under sampling, the draft draws one chain from its distribution (temperature, top-k, top-p and a seed
+        from the answer's generator); None: it drafts its top tokens (greedy decoding, --drafts greedy, or k
+        sequences, branches and trees, whose candidates must be deterministic)."""
+        s, opt = ans.sampling, self.opt
+        if s.greedy or not opt.draw or opt.max_seqs > 1 or opt.force_k or opt.branches or opt.tree:
+            return None
+        return s.temperature, s.top_k, s.top_p, int(uniform(ans.gen) * 2 ** 31)
 
     def verify(self, ans, p):
         """The target's one forward: the plan's chain, or its tree."""
@@ -295,7 +325,7 @@ class Rounds:
             stats.ks[len(p.tree)] += 1
             v = check_tree(self.target, ans.seq, p.tree, ans.sampling, ans.gen)
         else:
-            v = check_chain(self.target, ans.seq, p.chain, ans.sampling, ans.gen)
+            v = check_chain(self.target, ans.seq, p.chain, p.q, ans.sampling, ans.gen)
         if not p.prefill:
             self.target.sync()
             stats.verify_s.append(time.perf_counter() - t0)
@@ -324,7 +354,12 @@ class Rounds:
             self.budget.record(len(gained), len(gained) + (not v.at_leaf))  # tested: the accepted, then a rejection
         if v.held and drafts.seqs[0]:
             ans.stats.ks[drafts.k] += 1
-            hit, nxt = accept_candidates(v.p_next, [s[0] for s in drafts.seqs[:drafts.k]], ans.gen)
+            first_q = drafts.rows(0)[0]
+            if first_q is not None and not isinstance(v.p_next, int):  # a drawn token: the rejection rule
+                held, nxt = accept_draw(v.p_next, drafts.seqs[0][0], on_target([first_q], self.target)[0], ans.gen)
+                hit = 0 if held else None
+            else:
+                hit, nxt = accept_candidates(v.p_next, [s[0] for s in drafts.seqs[:drafts.k]], ans.gen)
             self.budget.record(hit is not None, 1)
         return gained + [nxt]
 
@@ -335,7 +370,7 @@ class Rounds:
         ans.new += gained
         ans.accepts.append(len(gained))
         ans.done = stopped(gained, self.target.stop_ids)
-        ans.pending, ans.odds = drafts.continuation(p.job.context if p.job else [], ans.seq)
+        ans.pending, ans.odds, ans.q = drafts.continuation(p.job.context if p.job else [], ans.seq)
         ans.stats.branch_hits += bool(ans.pending) and not held
 
     def observe(self, ans, p, v, gained, seconds):

@@ -54,6 +54,7 @@ class DraftJob:
     branch_at: list = ()
     odds: bool = False
     threads: int = None  # llama.cpp's threads for this job (None: as they are)
+    sample: tuple = None  # (temperature, top_k, top_p, seed): draw one chain from the draft (Drafter.draw_chain)
 
     def run(self, drafter, cancel):
         if self.threads:
@@ -181,6 +182,9 @@ class WorkerSpec:
 def _process_main(spec, conn, cancel, awake):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report, once
     pin(spec.cores)
+    if not spec.hf_device:  # llama.cpp has its own threads; torch only draws a sampled chain's tokens
+        import torch
+        torch.set_num_threads(1)
     drafter = Drafter(spec.load())
     conn.send(("ready", None, 0.0))
     ready = spinning(conn.poll, spec.spin_s, awake)  # the next job comes one verify later; between answers, sleep
