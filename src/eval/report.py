@@ -443,8 +443,7 @@ def category_table(folder, over=("sps-gguf",)):
                      f" | {o['speedup']:.2f} ({o['median_ratio']:.2f}) | " + " | ".join(vs) +
                      (" | " if vs else "") + (f"{t:.2f} |" if t else "- |"))
     ar_tps = res[methods[0]]["overall"]["base_tokens_per_s"]
-    how = made_as(runs)
-    return "\n".join(lines) + f"\n\n{how[0].upper() + how[1:]}; AR {ar_tps:.2f} tokens/s; {describe(machine_of(folder))}.\n"
+    return "\n".join(lines) + f"\n\n{made_as(runs).capitalize()}; AR {ar_tps:.2f} tokens/s; {describe(machine_of(folder))}.\n"
 
 
 def print_beside(report_path):

@@ -3,8 +3,8 @@ with the draft on the target's own device. While the target verifies the pending
 gamma tokens beside it (post-verify); after a rejection the target's forward covers its own token while the draft
 drafts from it (pre-verify). A fixed gamma, one sequence, no lookups, the draft in its own process as upstream's
 two processes. On the CPU the draft shares the target's cores, as it would share one GPU: both are pinned to
-them, each computing on half of them. So a PEARL row beside DuoDecoding's asks whether the CPU draft is the reason, or running the draft in
-parallel is."""
+them, each computing on half of them. So a PEARL row beside DuoDecoding's asks whether the CPU draft is the
+reason, or running the draft in parallel is."""
 import os
 
 import torch

@@ -355,12 +355,12 @@ class Rounds:
         if v.held and drafts.seqs[0]:
             ans.stats.ks[drafts.k] += 1
             first_q = drafts.rows(0)[0]
-            if first_q is not None and not isinstance(v.p_next, int):  # a drawn token: the rejection rule
-                held, nxt = accept_draw(v.p_next, drafts.seqs[0][0], on_target([first_q], self.target)[0], ans.gen)
-                hit = 0 if held else None
+            if first_q is not None:  # a drawn token (only under sampling): the rejection rule
+                hit, nxt = accept_draw(v.p_next, drafts.seqs[0][0], on_target([first_q], self.target)[0], ans.gen)
             else:
                 hit, nxt = accept_candidates(v.p_next, [s[0] for s in drafts.seqs[:drafts.k]], ans.gen)
-            self.budget.record(hit is not None, 1)
+                hit = hit is not None
+            self.budget.record(hit, 1)
         return gained + [nxt]
 
     def advance(self, ans, gained, drafts, p, held):
