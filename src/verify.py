@@ -53,37 +53,51 @@ def rejection_step(p, q):
     return accept, (residual / mass if mass > 0 else p)
 
 
+def sibling_step(p, siblings):
+    """Siblings tried in order by recursive rejection (SpecInfer's multi-step speculative sampling): sibling i is
+    (token x_i, q_i), x_i drawn from q_i given the siblings before it (i.i.d. or without replacement), or q_i None
+    for a deterministic candidate (the point mass on x_i). x_i is accepted with min(1, r_i(x_i) / q_i(x_i)), where
+    r_1 = p and r_{i+1} = normalise(max(0, r_i - q_i)); after the last, the residual remains. Returns (each
+    sibling's acceptance probability given the earlier were rejected, residual). The output is then distributed
+    exactly as p. For deterministic candidates this is trying each with its share of what the earlier left."""
+    residual, accept = p, []
+    for tok, q in siblings:
+        if q is None:
+            q = torch.zeros_like(p)
+            q[tok] = 1
+        a, residual = rejection_step(residual, q)
+        accept.append(float(a[tok]))
+    return accept, residual
+
+
 def candidate_step(p, candidates):
-    """Deterministic sibling candidates c1, c2, ... tried in order: c_i is accepted with its probability
-    under p with the earlier candidates removed and renormalised; after the last, the residual is what
-    remains. Returns (acceptance probability of each candidate given the earlier were rejected, residual).
-    The output is then distributed exactly as p, whatever the candidates."""
-    residual, accept = p.clone(), []
-    for c in candidates:
-        mass = residual.sum()
-        accept.append(float(residual[c] / mass) if mass > 0 else 0.0)
-        residual[c] = 0
-    mass = residual.sum()
-    return accept, (residual / mass if mass > 0 else p)
+    """Deterministic sibling candidates c1, c2, ... tried in order (sibling_step): c_i is accepted with its
+    probability under p with the earlier candidates removed and renormalised."""
+    return sibling_step(p, [(c, None) for c in candidates])
+
+
+def accept_siblings(p, siblings, gen=None):
+    """Try siblings (token, q or None; see sibling_step) against p; return (index of the accepted one or None,
+    next token)."""
+    tokens = [t for t, _ in siblings]
+    if isinstance(p, int):  # certain: the sibling equal to it, if any, is accepted
+        return (tokens.index(p) if p in tokens else None), p
+    accept, residual = sibling_step(p, siblings)
+    for i, a in enumerate(accept):
+        if uniform(gen) < a:
+            return i, tokens[i]
+    return None, sample(residual, gen)
 
 
 def accept_candidates(p, candidates, gen=None):
-    """Try the candidates against p; return (index of the accepted one or None, next token)."""
-    if isinstance(p, int):  # certain: the candidate equal to it, if any, is accepted
-        return (candidates.index(p) if p in candidates else None), p
-    accept, residual = candidate_step(p, candidates)
-    for i, a in enumerate(accept):
-        if uniform(gen) < a:
-            return i, candidates[i]
-    return None, sample(residual, gen)
+    """Try deterministic candidates against p; return (index of the accepted one or None, next token)."""
+    return accept_siblings(p, [(c, None) for c in candidates], gen)
 
 
 def accept_draw(p, token, q, gen=None):
     """A token drawn from q, tried against p by the rejection rule; returns (accepted, next token)."""
-    accept, residual = rejection_step(p, q)
-    if uniform(gen) < float(accept[token]):
-        return True, token
-    return False, sample(residual, gen)
+    hit, nxt = accept_siblings(p, [(token, q)], gen)
+    return hit is not None, nxt
 
 
 def verify_chain(draft_tokens, p_rows, gen=None, q_rows=None):
@@ -92,29 +106,24 @@ def verify_chain(draft_tokens, p_rows, gen=None, q_rows=None):
     or None where it is a deterministic candidate (a chain may mix the two: each position's test is exact
     given the tokens before it). Returns (number accepted, next token)."""
     for i, tok in enumerate(draft_tokens):
-        q = q_rows[i] if q_rows is not None else None
-        if q is None or isinstance(p_rows[i], int):  # greedy: a drafted token is as good as a chosen one
-            hit, nxt = accept_candidates(p_rows[i], [tok], gen)
-            if hit is None:
-                return i, nxt
-        else:
-            held, nxt = accept_draw(p_rows[i], tok, q, gen)
-            if not held:
-                return i, nxt
+        hit, nxt = accept_siblings(p_rows[i], [(tok, q_rows[i] if q_rows is not None else None)], gen)
+        if hit is None:
+            return i, nxt
     return len(draft_tokens), sample(p_rows[len(draft_tokens)], gen)
 
 
-def verify_tree(tokens, parents, root_p, node_p, gen=None):
-    """Walk a tree of deterministic candidates. `parents[i]` is -1 for children of the root. `root_p` is
-    the target's distribution after the verified prefix, `node_p[i]` after node i. Returns
-    (accepted path as node indices, next token)."""
+def verify_tree(tokens, parents, root_p, node_p, gen=None, node_q=None):
+    """Walk a token tree. `parents[i]` is -1 for children of the root. `root_p` is the target's distribution after
+    the verified prefix, `node_p[i]` after node i. node_q[i]: the distribution token i was drawn from given its
+    parent and its earlier siblings, or None (or no node_q) for a deterministic candidate; each node's children
+    are tried by recursive rejection (sibling_step). Returns (accepted path as node indices, next token)."""
     children = {}
     for i, par in enumerate(parents):
         children.setdefault(par, []).append(i)
     path, node, p = [], -1, root_p
     while True:
         kids = children.get(node, [])
-        hit, nxt = accept_candidates(p, [tokens[k] for k in kids], gen)
+        hit, nxt = accept_siblings(p, [(tokens[k], node_q[k] if node_q else None) for k in kids], gen)
         if hit is None:
             return path, nxt
         node = kids[hit]

@@ -266,10 +266,34 @@ def test_drawn_chain_follows_the_drafts_distribution(tiny_vocab):
     assert chisquare(counts[seen], want[seen] / want[seen].sum() * counts[seen].sum()).pvalue > 1e-3
 
 
+def test_drawn_sequences_draw_their_first_tokens_without_replacement(tiny_vocab):
+    """Under sampling, where the theta rule drafts k sequences, their first tokens are distinct draws and each
+    comes back with the row it was drawn from: the first's row with the earlier first tokens removed."""
+    draft = Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=256)
+    drafter, ks = duodec.Drafter(draft), []
+    for seed in range(40):
+        ctx = [1] + [3 + (seed * 5 + j) % 12 for j in range(3)]
+        d = drafter.run(duodec.DraftJob(context=ctx, depth=3, max_seqs=8, depths={1: 3, 2: 3, 4: 2, 8: 2},
+                                        sample=(1.0, 0, 1.0, seed)))
+        firsts = [seq[0] for seq in d.seqs]
+        ks.append(d.k)
+        assert d.k == len(d.seqs) == len(set(firsts)) and d.starts == [len(ctx)] * d.k
+        for s in range(1, d.k):
+            left = d.q[0][0].copy()
+            left[firsts[:s]] = 0
+            assert np.allclose(d.q[s][0], left / left.sum(), atol=1e-6)
+        assert all(len(d.q[s]) == len(seq) == len(d.seqs[0]) for s, seq in enumerate(d.seqs))
+        assert all(seq[0] == t for seq, t in zip(d.seqs, firsts))
+    assert max(ks) > 1, ks
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4", branches=0), dict(gamma="4", catch_up=0, max_seqs=8),
-                                     dict(gamma="6", branches=3, lookup_ngram=2, catch_up=4), dict(gamma="4")],
-                         ids=["k=3 forced", "theta rule", "branches and free candidates", "drawn chain (default)"])
+@pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4", branches=0),
+                                     dict(gamma="4", catch_up=0, max_seqs=8, drafts="greedy"),
+                                     dict(gamma="6", branches=3, lookup_ngram=2, catch_up=4), dict(gamma="4"),
+                                     dict(gamma="4", max_seqs=8)],
+                         ids=["k=3 forced", "theta rule, top tokens", "branches and free candidates",
+                              "drawn chain (default)", "theta rule, drawn sequences"])
 def test_sampling_over_pipelined_rounds(tiny_vocab, variant):
     """Sampled outputs of 8 tokens, many rounds each (pre- and post-verify, catch-up, branches, looked-up
     candidates), follow AR's distribution at every position."""

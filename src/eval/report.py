@@ -420,7 +420,9 @@ def plot_acceptance(runs, methods, path, cap=16):
 LABELS = {"hf-ar": "transformers `generate`", "hf-assisted": "transformers assisted generation",
           "hf-lookup": "transformers prompt lookup", "sps": "SpS, HF draft", "sps-gguf": "SpS, GGUF draft",
           "pld": "PLD", "rest": "REST", "duodec": "**DuoDecoding**", "duodec-paper": "DuoDecoding, the paper's preset",
-          "lookahead": "Lookahead", "pearl": "PEARL", "duodec-greedy-drafts": "DuoDecoding, greedy drafts"}
+          "lookahead": "Lookahead", "pearl": "PEARL", "duodec-greedy-drafts": "DuoDecoding, greedy drafts",
+          "duodec-theta": "DuoDecoding, k sequences (`--max-seqs 8`)",
+          "duodec-tree": "DuoDecoding, k-sequence trees after a rejection (`--verify tree`)"}
 
 
 def category_table(folder, over=("sps-gguf",)):

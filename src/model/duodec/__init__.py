@@ -126,10 +126,11 @@ def add_args(ap):
                          "is shorter than the drafting (one token after a rejection) and so waits for it; by "
                          "default a round drafts only what ends within its forward, timed in the rounds")
     ap.add_argument("--drafts", choices=["sampled", "greedy"], default="sampled",
-                    help="duodec, under sampling (temperature > 0): sampled (default): the chain is drawn from the "
-                         "draft's distribution and tested by the rejection rule, as SpS does; greedy: the draft's top "
-                         "tokens, tested by the deterministic-candidate rule (upstream, which is greedy-only). k "
-                         "sequences, branches and trees always draft top tokens")
+                    help="duodec, under sampling (temperature > 0): sampled (default): the drafts are drawn from the "
+                         "draft's distribution and tested by the rejection rule, as SpS does (k sequences: first "
+                         "tokens drawn without replacement, tried by recursive rejection); greedy: the draft's top "
+                         "tokens, tested by the deterministic-candidate rule (upstream, which is greedy-only). "
+                         "--force-seqs, branches and trees always draft top tokens")
     ap.add_argument("--mode", choices=["auto", *MODES], default="auto",
                     help="duodec: how the rounds run. overlap: the draft drafts while the target verifies (the paper); "
                          "sequential: draft, then verify; none: the target alone with free candidates; -all: that "

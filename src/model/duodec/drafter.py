@@ -1,6 +1,6 @@
 """The draft side of DuoDecoding: a drafter that drafts k greedy sequences (the theta rule's, rules.py) in one
-`llama_decode` per step (unified KV cache, sequence ids), not one after another; or, under sampling, one chain
-drawn from the draft's distribution, with the rows it was drawn from (for the rejection rule)."""
+`llama_decode` per step (unified KV cache, sequence ids), not one after another; or, under sampling, a chain or k
+sequences drawn from the draft's distribution, with the rows they were drawn from (for the rejection rules)."""
 import time
 from dataclasses import dataclass
 
@@ -112,7 +112,7 @@ class Drafter:
         if depth <= 0:
             return Drafts([[]], [len(context)], 1, [[]])
         if job.sample:
-            return self.draw_chain(job, logits, cancel)
+            return self.draw(job, logits, cancel)
         firsts, second = self.first_tokens(logits, depth, job.max_seqs, job.force_k)
         k = len(firsts)
         branch_at = list(job.branch_at)[:self.draft.n_seq - k]
@@ -139,24 +139,41 @@ class Drafter:
         self.branches = [(list(context[:starts[s]]) + seqs[s])[:self.draft.lengths[s]] for s in range(len(seqs))]
         return Drafts(seqs, starts, k, odds, steps, time.perf_counter() - t0, self.synced)
 
-    def draw_chain(self, job, logits, cancel=None):
-        """One chain of `job.depth` tokens, each drawn from the draft's distribution after temperature, top-k and
-        top-p (job.sample: those three and a seed), as SpS draws; each row goes back with its token, since the
-        rejection rule needs the whole distribution."""
+    def draw(self, job, logits, cancel=None):
+        """Sequences drawn from the draft's distribution after temperature, top-k and top-p (job.sample: those
+        three and a seed), as SpS draws: one chain, or, where the theta rule finds the draft unsure of its first
+        token (job.max_seqs > 1), k sequences whose first tokens are drawn without replacement. Each token goes
+        back with the row it was drawn from (given its sequence's earlier tokens and, for a first token, the
+        earlier first tokens), since the rejection rules need the whole distribution."""
         temperature, top_k, top_p, seed = job.sample
         gen = torch.Generator().manual_seed(seed)
-        seq, rows, steps, t0 = [], [], 0, None
-        while True:
-            q = distributions(torch.from_numpy(np.asarray(logits, dtype=np.float32))[None], temperature, top_k,
-                              top_p)[0]
-            seq.append(sample(q, gen))
-            rows.append(q.numpy())
-            if len(seq) == job.depth or (cancel is not None and cancel.is_set()):
-                break
+        rows_of = lambda x: distributions(torch.from_numpy(np.atleast_2d(np.asarray(x, dtype=np.float32))),
+                                          temperature, top_k, top_p)
+        context, k = job.context, 1
+        if job.max_seqs > 1 and job.depth > 1:
+            firsts, second = self.first_tokens(logits, job.depth, job.max_seqs, 0)
+            k = len(firsts)
+            if second is not None:  # the theta rule fed sequence 0 its top-1; the draws start from the context
+                self.draft.rollback(len(context), 0)
+        seqs, q, left = [], [], rows_of(logits)[0]
+        while len(seqs) < k and left is not None:
+            seqs.append([sample(left, gen)])
+            q.append([left.numpy()])
+            left = left.clone()
+            left[seqs[-1][0]] = 0
+            left = left / left.sum() if left.sum() > 0 else None
+        k = len(seqs)
+        n = max(1, min(job.depth, job.depths.get(k, job.depths[max(job.depths)])) if job.depths else job.depth)
+        for s in range(1, k):
+            self.draft.fork(0, s, len(context))
+        steps, t0 = 0, None
+        while len(seqs[0]) < n and not (cancel is not None and cancel.is_set()):
             t0 = t0 or time.perf_counter()  # the decode steps after the first token, timed apart
-            logits = self.draft.decode([(seq[-1], 0, True)])[0]
+            last = self.draft.decode([(seqs[s][-1], s, True) for s in range(k)])
             steps += 1
-        context = job.context
-        self.branches = [(list(context) + seq)[:self.draft.lengths[0]]]
-        return Drafts([seq], [len(context)], 1, [[NOT_TOP] * len(seq)], steps,
-                      time.perf_counter() - t0 if t0 else 0.0, self.synced, q=[rows])
+            for s, row in enumerate(rows_of(last)):
+                seqs[s].append(sample(row, gen))
+                q[s].append(row.numpy())
+        self.branches = [(list(context) + seqs[s])[:self.draft.lengths[s]] for s in range(k)]
+        return Drafts(seqs, [len(context)] * k, k, [[NOT_TOP] * len(x) for x in seqs], steps,
+                      time.perf_counter() - t0 if t0 else 0.0, self.synced, q=q)

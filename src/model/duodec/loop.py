@@ -16,9 +16,10 @@ the last n tokens (prompt lookup) cost no draft time, so the target verifies the
 draft continues them. Without a match the target either runs its pre-verify forward over its own token
 while the draft drafts from it (--catch-up 0, the paper's), or waits for --catch-up draft tokens: one
 sequence (--verify first), or k sequences verified together as a tree (--verify tree).
-Under sampling the one-sequence chain is drawn from the draft's distribution and tested by the rejection rule
-(SpS's: accept with min(1, p/q)), which accepts more than the deterministic-candidate rule wherever the models
-agree. Every other candidate is deterministic (greedy draft tokens, top-k first tokens, branches, looked-up
+Under sampling the drafts are drawn from the draft's distribution and tested by the rejection rule (SpS's:
+accept with min(1, p/q)), which accepts more than the deterministic-candidate rule wherever the models agree; k
+sequences' first tokens are drawn without replacement and tried in turn by recursive rejection (SpecInfer's).
+Every other candidate is deterministic (greedy draft tokens, forced first tokens, branches, trees, looked-up
 tokens: functions of the verified tokens), and the deterministic-candidate rule keeps those exact; a chain may
 mix the two, each position tested by its own rule.
 """
@@ -35,7 +36,7 @@ from src.model.duodec.rules import branch_points, kind, on_every_core
 from src.model.duodec.stats import TurnStats
 from src.model.duodec.worker import DraftJob
 from src.model.ngram import NgramIndex
-from src.verify import accept_candidates, accept_draw, uniform
+from src.verify import accept_siblings, uniform
 
 
 def flatten(seqs):
@@ -309,11 +310,11 @@ class Rounds:
                         odds=self.opt.branches > 0, threads=p.draft_threads, sample=self.draw(ans))
 
     def draw(self, ans):
-        """Under sampling, the draft draws one chain from its distribution (temperature, top-k, top-p and a seed
-        from the answer's generator); None: it drafts its top tokens (greedy decoding, --drafts greedy, or k
-        sequences, branches and trees, whose candidates must be deterministic)."""
+        """Under sampling, the draft draws its sequences from its distribution (temperature, top-k, top-p and a
+        seed from the answer's generator); None: it drafts its top tokens (greedy decoding, --drafts greedy, or
+        forced k, branches and trees, whose candidates are deterministic)."""
         s, opt = ans.sampling, self.opt
-        if s.greedy or not opt.draw or opt.max_seqs > 1 or opt.force_k or opt.branches or opt.tree:
+        if s.greedy or not opt.draw or opt.force_k or opt.branches or opt.tree:
             return None
         return s.temperature, s.top_k, s.top_p, int(uniform(ans.gen) * 2 ** 31)
 
@@ -354,13 +355,9 @@ class Rounds:
             self.budget.record(len(gained), len(gained) + (not v.at_leaf))  # tested: the accepted, then a rejection
         if v.held and drafts.seqs[0]:
             ans.stats.ks[drafts.k] += 1
-            first_q = drafts.rows(0)[0]
-            if first_q is not None:  # a drawn token (only under sampling): the rejection rule
-                hit, nxt = accept_draw(v.p_next, drafts.seqs[0][0], on_target([first_q], self.target)[0], ans.gen)
-            else:
-                hit, nxt = accept_candidates(v.p_next, [s[0] for s in drafts.seqs[:drafts.k]], ans.gen)
-                hit = hit is not None
-            self.budget.record(hit, 1)
+            rows = on_target([drafts.rows(s)[0] for s in range(drafts.k)], self.target)
+            hit, nxt = accept_siblings(v.p_next, [(seq[0], q) for seq, q in zip(drafts.seqs, rows)], ans.gen)
+            self.budget.record(hit is not None, 1)
         return gained + [nxt]
 
     def advance(self, ans, gained, drafts, p, held):

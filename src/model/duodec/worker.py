@@ -54,7 +54,7 @@ class DraftJob:
     branch_at: list = ()
     odds: bool = False
     threads: int = None  # llama.cpp's threads for this job (None: as they are)
-    sample: tuple = None  # (temperature, top_k, top_p, seed): draw one chain from the draft (Drafter.draw_chain)
+    sample: tuple = None  # (temperature, top_k, top_p, seed): draw from the draft (Drafter.draw)
 
     def run(self, drafter, cancel):
         if self.threads:
