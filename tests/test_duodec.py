@@ -100,6 +100,30 @@ def test_greedy_identical_to_ar(tiny, variant):
             fwd.close()
 
 
+def test_a_draft_slow_to_read_the_prompt_does_not_hold_the_target(tiny, monkeypatch):
+    """Where the draft reads the prompt slower than the target (its fewer cores), the target goes on with its own
+    tokens meanwhile: the first token comes before the read ends, the output is still AR's, and the next answers
+    draft as usual (the read was collected, not taken for their drafts). --wait-for-prompt waits, as upstream."""
+    target = Target(tiny["target"])
+    prompts = [target.tokenizer(p)["input_ids"] for p in PROMPTS]
+    run = duodec.DraftJob.run
+
+    def slow_read(job, drafter, cancel):
+        if list(job.context) == prompts[0]:
+            time.sleep(0.3)
+        return run(job, drafter, cancel)
+    monkeypatch.setattr(duodec.DraftJob, "run", slow_read)
+    for wait in (False, True):
+        fwd = duodec.make(args(wait_for_prompt=wait, gamma="4"), target, Draft(str(tiny["target"]) + ".gguf", n_ctx=512))
+        try:
+            outs = [fwd(p, 160, Sampling(), None) for p in prompts]
+        finally:
+            fwd.close()
+        greedy_mismatches(target, prompts, [g.token_ids for g in outs], 160, f"wait_for_prompt={wait}")
+        assert (outs[0].ttft < 0.15) if not wait else (outs[0].ttft >= 0.3), (wait, outs[0].ttft)
+        assert max(a for g in outs[1:] for a in g.accept_lengths) > 2  # the draft (the target's twin) drafts
+
+
 def test_reaches_eos(tiny_vocab):
     """The 16-token target often emits EOS (id 2): greedy outputs that stop early still equal AR's."""
     target = Target(tiny_vocab["target"])

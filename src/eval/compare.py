@@ -54,6 +54,7 @@ VARIANTS = {
     "duodec-overlap": ("duodec", "gguf", ["--mode", "overlap"]),
     "duodec-tree": ("duodec", "gguf", ["--verify", "tree", "--max-seqs", "8", "--catch-up", "4"]),
     "duodec-greedy-drafts": ("duodec", "gguf", ["--drafts", "greedy"]),
+    "duodec-wait-prompt": ("duodec", "gguf", ["--wait-for-prompt"]),
 }
 MAIN = ["ar", "hf-ar", "hf-assisted", "hf-lookup", "sps", "sps-gguf", "pld", "lookahead", "rest", "pearl", "duodec"]
 ABLATIONS = [name for name in VARIANTS if name.startswith("duodec-")]
@@ -71,6 +72,7 @@ def parser():
     ap.add_argument("--bench", default="demo", choices=sorted(BENCHES))
     ap.add_argument("--question-file", default=None)
     ap.add_argument("--limit", type=positive, default=None)
+    ap.add_argument("--categories", default=None, help="comma-separated: only these categories' questions")
     ap.add_argument("--per-category", type=positive, default=None,
                     help="the first N questions of each category, categories taking turns (before --limit)")
     ap.add_argument("--hf-draft", default="demo-draft", help="the draft of 'sps' (HF, on the target's device)")
@@ -134,6 +136,12 @@ def main(argv=None):
         ap.error(f"--methods: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     started, host = time.monotonic(), machine()
     questions = questions_for(args.bench, args.question_file)
+    if args.categories:
+        wanted, known = args.categories.split(","), sorted({q["category"] for q in questions})
+        if set(wanted) - set(known):
+            ap.error(f"--categories: no {', '.join(sorted(set(wanted) - set(known)))} in {args.bench}; "
+                     f"choose from {', '.join(known)}")
+        questions = [q for q in questions if q["category"] in wanted]
     if args.per_category:
         questions = per_category(questions, args.per_category)
     questions = questions[:args.limit]

@@ -422,7 +422,8 @@ LABELS = {"hf-ar": "transformers `generate`", "hf-assisted": "transformers assis
           "pld": "PLD", "rest": "REST", "duodec": "**DuoDecoding**", "duodec-paper": "DuoDecoding, the paper's preset",
           "lookahead": "Lookahead", "pearl": "PEARL", "duodec-greedy-drafts": "DuoDecoding, greedy drafts",
           "duodec-theta": "DuoDecoding, k sequences (`--max-seqs 8`)",
-          "duodec-tree": "DuoDecoding, k-sequence trees after a rejection (`--verify tree`)"}
+          "duodec-tree": "DuoDecoding, k-sequence trees after a rejection (`--verify tree`)",
+          "duodec-wait-prompt": "DuoDecoding, waiting for the draft to read the prompt"}
 
 
 def category_table(folder, over=("sps-gguf",)):

@@ -41,7 +41,7 @@ SPIN_MS = 20.0
 # the paper's scheme: the draft always beside the target, the theta rule with up to 8 sequences, gamma from the
 # speed ratio, gamma tokens every round, no looked-up candidates
 PRESETS = {"paper": {"mode": "overlap", "max_seqs": 8, "gamma_rule": "time", "lookup_ngram": 0, "fit": False,
-                    "drafts": "greedy"}}
+                    "drafts": "greedy", "wait_for_prompt": True}}
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class Config:
     lookup_ngram: int = 3
     fit: bool = True
     drafts: str = "sampled"
+    wait_for_prompt: bool = False
     worker: str = "process"
     spin_ms: float = None  # the process worker's; None for a thread
     pin_cores: bool = False
@@ -78,7 +79,7 @@ class Config:
         """The loop's options, with the draft's sequence slots capping the sequences."""
         return Options(max_seqs=min(self.max_seqs, n_seq), force_k=self.force_seqs, catch_up=self.catch_up,
                        tree=self.verify == "tree", lookup_ngram=self.lookup_ngram, branches=self.branches, fit=self.fit,
-                       draw=self.drafts == "sampled")
+                       draw=self.drafts == "sampled", read_beside=not self.wait_for_prompt)
 
 
 def add_args(ap):
@@ -131,6 +132,10 @@ def add_args(ap):
                          "tokens drawn without replacement, tried by recursive rejection); greedy: the draft's top "
                          "tokens, tested by the deterministic-candidate rule (upstream, which is greedy-only). "
                          "--force-seqs, branches and trees always draft top tokens")
+    ap.add_argument("--wait-for-prompt", action="store_true",
+                    help="duodec: after the prefill, the target waits until the draft has read the prompt (upstream). "
+                         "By default it goes on with its own tokens and free candidates meanwhile, which a long prompt "
+                         "read on the draft's fewer cores would otherwise hold up")
     ap.add_argument("--mode", choices=["auto", *MODES], default="auto",
                     help="duodec: how the rounds run. overlap: the draft drafts while the target verifies (the paper); "
                          "sequential: draft, then verify; none: the target alone with free candidates; -all: that "

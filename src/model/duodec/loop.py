@@ -7,7 +7,8 @@ the next sequences from the end of that pending draft. Then:
   - otherwise the target's own token is appended; the new drafts are dropped, unless a branch (the draft's
     runner-up token put where the pending draft failed, drafted alongside, --branches) starts with it.
 Round 1 overlaps the prefill (in the overlapped mode): the draft proposes one token, ready when the prompt's
-forward ends.
+forward ends; where the draft is slower to read a long prompt than the target, the target does not wait for it,
+but goes on with its own tokens and free candidates until the draft has read it.
 A round drafts gamma tokens, or fewer where they would not end within its forward (a forward over one token
 after a rejection is shorter than gamma draft steps), so the target does not wait for them (--no-fit: gamma).
 When nothing is pending (after a rejection, a refused first token, or the prefill), the next forward
@@ -157,7 +158,8 @@ class Threads:
 class Options:
     """The method's choices (see add_args): most theta-rule sequences, forced k, catch-up tokens, catch-up as
     a tree, n-gram for free candidates, branch sequences at the pending draft's unsure positions, drafts that end
-    within the forward, and (under sampling) a chain drawn from the draft rather than its top tokens."""
+    within the forward, (under sampling) drafts drawn from the draft rather than its top tokens, and the target going
+    on while the draft reads the prompt."""
     max_seqs: int = 1
     force_k: int = 0
     catch_up: int = 0
@@ -166,6 +168,7 @@ class Options:
     branches: int = 0
     fit: bool = True
     draw: bool = True
+    read_beside: bool = True
 
 
 def free_candidates(index, seq, n):
@@ -195,6 +198,7 @@ class Answer:
     pending: list = field(default_factory=list)
     odds: list = field(default_factory=list)
     q: list = field(default_factory=list)  # the pending draft's draw distributions (None: deterministic)
+    reading: bool = False  # the draft is still reading the prompt (the prefill round's job is in flight)
     done: bool = False
 
     @property
@@ -249,6 +253,8 @@ class Rounds:
             if not prefill:
                 self.observe(ans, p, v, len(gained), (time.perf_counter() - t0, beside_s))
             prefill = False
+        if ans.reading:  # the next answer's jobs come after this one
+            ans.stats.wait(self.worker)
         stats = TurnStats(**ans.stats.as_dict(self.budget), **self.modes.as_dict())
         return finish(ans.new, self.target.stop_ids, max_new_tokens, ans.accepts, ans.clock, stats.write())
 
@@ -264,6 +270,9 @@ class Rounds:
         it, so a long prompt's draft prefill does not hold up the first token otherwise), the threads it gives each
         side, what it verifies, and what the draft does meanwhile (or first, if sequential)."""
         mode = self.modes.current if prefill else self.modes.choose()
+        if ans.reading and (self.worker.done() or kind(mode) == "sequential" or self.opt.catch_up):
+            ans.stats.wait(self.worker)  # the prompt is read (or this round needs the draft first); its token is stale
+            ans.reading = False
         self.budget.run_in(mode)
         self.worker.spin(kind(mode) == "overlap")  # waiting for a message spins only where the other side answers soon
         target_threads, draft_threads = self.threads.of(mode)
@@ -282,7 +291,7 @@ class Rounds:
             caught, p.caught_s = self.catch_up(ans, p, wait_for)
             p.chain, p.odds, p.q = caught.seqs[0], caught.odds[0], caught.rows(0)
             p.tree = caught.seqs[:caught.k] if caught.k > 1 else None
-        if kind(mode) == "overlap":
+        if kind(mode) == "overlap" and not ans.reading:
             p.job = self.job_beside(ans, p, gamma)
         return p
 
@@ -337,6 +346,9 @@ class Rounds:
         """The job the draft ran during the forward (cut short if the chain failed: it continues a rejected
         token), and its seconds."""
         if not p.job:
+            return NO_DRAFTS, 0.0
+        if p.prefill and self.opt.read_beside and not self.worker.done():  # the draft still reads the prompt: the target goes on without it
+            ans.reading = True
             return NO_DRAFTS, 0.0
         if not v.held:
             self.worker.stop_early()

@@ -127,15 +127,24 @@ class ThreadWorker:
         pass  # a thread waits on a queue: nothing spins
 
     def _ready(self, timeout):
-        try:
-            self._answer = self.results.get(timeout=timeout)
-            return True
-        except queue.Empty:
-            return False
+        if self._answer is None:
+            try:
+                self._answer = self.results.get(timeout=timeout)
+            except queue.Empty:
+                return False
+        return True
+
+    def _take(self):
+        answer, self._answer = self._answer, None
+        return answer
+
+    def done(self):
+        """Whether the last job's answer is in, without waiting."""
+        return self._ready(0)
 
     def result(self, timeout=None):
         """The last job's answer, within `timeout` seconds (default: its job_timeout)."""
-        return wait_for(self._ready, lambda: self._answer, self.thread.is_alive,
+        return wait_for(self._ready, self._take, self.thread.is_alive,
                         lambda: RuntimeError("the draft worker thread died"), timeout or self.timeout)
 
     def close(self):
@@ -229,6 +238,13 @@ class ProcessWorker:
         """Let the worker spin for jobs (during an answer) or not (between answers, when other methods
         may run: a spinning worker would take their core)."""
         self.awake.value = int(on)
+
+    def done(self):
+        """Whether the last job's answer is in (or the worker is gone: result() then says so), without waiting."""
+        try:
+            return self.conn.poll(0)
+        except (EOFError, OSError):
+            return True
 
     def result(self, timeout=None):
         """The last job's answer, within `timeout` seconds (default: its job_timeout)."""
