@@ -94,12 +94,6 @@ def accept_candidates(p, candidates, gen=None):
     return accept_siblings(p, [(c, None) for c in candidates], gen)
 
 
-def accept_draw(p, token, q, gen=None):
-    """A token drawn from q, tried against p by the rejection rule; returns (accepted, next token)."""
-    hit, nxt = accept_siblings(p, [(token, q)], gen)
-    return hit is not None, nxt
-
-
 def verify_chain(draft_tokens, p_rows, gen=None, q_rows=None):
     """Verify a drafted chain. p_rows[i] is the target's distribution for draft position i (one more row
     than tokens, for the bonus token). q_rows[i]: the distribution token i was drawn from (rejection rule),
@@ -112,18 +106,17 @@ def verify_chain(draft_tokens, p_rows, gen=None, q_rows=None):
     return len(draft_tokens), sample(p_rows[len(draft_tokens)], gen)
 
 
-def verify_tree(tokens, parents, root_p, node_p, gen=None, node_q=None):
-    """Walk a token tree. `parents[i]` is -1 for children of the root. `root_p` is the target's distribution after
-    the verified prefix, `node_p[i]` after node i. node_q[i]: the distribution token i was drawn from given its
-    parent and its earlier siblings, or None (or no node_q) for a deterministic candidate; each node's children
-    are tried by recursive rejection (sibling_step). Returns (accepted path as node indices, next token)."""
+def verify_tree(tokens, parents, root_p, node_p, gen=None):
+    """Walk a tree of deterministic candidates. `parents[i]` is -1 for children of the root. `root_p` is the
+    target's distribution after the verified prefix, `node_p[i]` after node i; each node's children are tried in
+    turn (candidate_step). Returns (accepted path as node indices, next token)."""
     children = {}
     for i, par in enumerate(parents):
         children.setdefault(par, []).append(i)
     path, node, p = [], -1, root_p
     while True:
         kids = children.get(node, [])
-        hit, nxt = accept_siblings(p, [(tokens[k], node_q[k] if node_q else None) for k in kids], gen)
+        hit, nxt = accept_candidates(p, [tokens[k] for k in kids], gen)
         if hit is None:
             return path, nxt
         node = kids[hit]

@@ -347,8 +347,8 @@ class Rounds:
         token), and its seconds."""
         if not p.job:
             return NO_DRAFTS, 0.0
-        if p.prefill and self.opt.read_beside and not self.worker.done():  # the draft still reads the prompt: the target goes on without it
-            ans.reading = True
+        if p.prefill and self.opt.read_beside and not self.worker.done():
+            ans.reading = True  # the draft still reads the prompt: the target goes on without it
             return NO_DRAFTS, 0.0
         if not v.held:
             self.worker.stop_early()
