@@ -97,13 +97,15 @@ def test_common_prefix_by_bisection_finds_the_first_difference(a, b, shared):
     assert common_prefix(a, b) == common_prefix(tuple(a), b) == n
 
 
-def scan_lookup(seq, max_ngram, min_ngram, num_pred):
+def scan_lookup(seq, max_ngram, min_ngram, num_pred, tail=()):
     """PLD's lookup as its reference implementation states it: the tokens after the first earlier occurrence
-    of the last n tokens, longest n first."""
+    of the last n tokens, longest n first; with a tail (a pending draft), its last n tokens after an occurrence
+    within seq."""
+    whole = list(seq) + list(tail)
     for n in range(max_ngram, min_ngram - 1, -1):
         for i in range(len(seq) - n):
-            if seq[i:i + n] == seq[-n:]:
-                return seq[i + n:i + n + num_pred]
+            if len(whole) > n and whole[i:i + n] == whole[-n:]:
+                return whole[i + n:i + n + num_pred]
     return []
 
 
@@ -112,11 +114,14 @@ def scan_lookup(seq, max_ngram, min_ngram, num_pred):
 @settings(max_examples=300, deadline=None)
 def test_ngram_index_finds_what_a_scan_finds(chunks, max_ngram, num_pred):
     """Grown a few tokens a round, as a decode loop grows it (and restarted on a new sequence), the index
-    answers what scanning the whole sequence answers."""
+    answers what scanning the whole sequence answers, and after a tail (the next chunk, as a pending draft) what
+    scanning the indexed part for the tail's last n-gram answers."""
     index, seq = pld.NgramIndex(max_ngram, 1), []
     for i, chunk in enumerate(chunks):
         seq = chunk if i == len(chunks) // 2 else seq + chunk  # halfway: a new prompt
         assert index.lookup(seq, num_pred) == scan_lookup(seq, max_ngram, 1, num_pred), seq
+        tail = chunks[(i + 1) % len(chunks)]
+        assert index.lookup(seq, num_pred, tail) == scan_lookup(seq, max_ngram, 1, num_pred, tail), (seq, tail)
 
 
 @pytest.mark.slow

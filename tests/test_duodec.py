@@ -124,6 +124,43 @@ def test_a_draft_slow_to_read_the_prompt_does_not_hold_the_target(tiny, monkeypa
         assert max(a for g in outs[1:] for a in g.accept_lengths) > 2  # the draft (the target's twin) drafts
 
 
+def test_looked_up_tokens_ride_after_the_pending_draft(tiny, monkeypatch):
+    """Looked-up tokens verified after the pending draft: right ones gain what the draft has not reached (the
+    draft's job still continues the pending draft, and its sequence that agrees becomes the next pending); wrong
+    ones cost nothing but the forward's extra tokens. The output is AR's either way. The lookup is replaced by an
+    oracle (AR's own continuation, or that shifted by one id), since a random model's output seldom repeats."""
+    from src.model.duodec import loop
+    target = Target(tiny["target"])
+    prompts = [target.tokenizer(p)["input_ids"] for p in PROMPTS[:8]]
+    draft = Draft(str(tiny["target"]) + ".gguf", n_ctx=512)  # the target's twin: the pending draft holds
+    truths = []
+
+    def oracle(shift):
+        def lookup(index, seq, n, after=()):
+            whole = list(seq) + list(after)
+            truth = next(t for t in truths if t[:len(seq)] == list(seq))
+            if not after or truth[:len(whole)] != whole:
+                return []
+            return [(t + shift) % 256 for t in truth[len(whole):len(whole) + n]]
+        return lookup
+
+    runs = {}
+    for name, lookup in (("off", None), ("right", oracle(0)), ("wrong", oracle(1))):
+        if lookup:
+            monkeypatch.setattr(loop, "free_candidates", lookup)
+        fwd = duodec.make(args(gamma="3", no_lookup_extend=lookup is None), target, draft)
+        try:
+            outs = [fwd(p, 48, Sampling(), None) for p in prompts]
+        finally:
+            fwd.close()
+        greedy_mismatches(target, prompts, [g.token_ids for g in outs], 48, f"looked-up tokens {name}")
+        truths = truths or [p + g.token_ids for p, g in zip(prompts, outs)]
+        runs[name] = (sum(g.stats["free_accepted"] for g in outs), sum(g.decoding_steps for g in outs))
+    print("free tokens, rounds", runs)
+    assert runs["right"][0] > 0 and runs["right"][1] < runs["off"][1]
+    assert runs["wrong"][0] == 0 and runs["wrong"][1] == runs["off"][1]
+
+
 def test_reaches_eos(tiny_vocab):
     """The 16-token target often emits EOS (id 2): greedy outputs that stop early still equal AR's."""
     target = Target(tiny_vocab["target"])
@@ -315,9 +352,10 @@ def test_drawn_sequences_draw_their_first_tokens_without_replacement(tiny_vocab)
 @pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4", branches=0),
                                      dict(gamma="4", catch_up=0, max_seqs=8, drafts="greedy"),
                                      dict(gamma="6", branches=3, lookup_ngram=2, catch_up=4), dict(gamma="4"),
-                                     dict(gamma="4", max_seqs=8)],
+                                     dict(gamma="4", max_seqs=8), dict(gamma="3", lookup_ngram=1)],
                          ids=["k=3 forced", "theta rule, top tokens", "branches and free candidates",
-                              "drawn chain (default)", "theta rule, drawn sequences"])
+                              "drawn chain (default)", "theta rule, drawn sequences",
+                              "drawn chain, looked-up tokens after it"])
 def test_sampling_over_pipelined_rounds(tiny_vocab, variant):
     """Sampled outputs of 8 tokens, many rounds each (pre- and post-verify, catch-up, branches, looked-up
     candidates), follow AR's distribution at every position."""
@@ -336,6 +374,8 @@ def test_sampling_over_pipelined_rounds(tiny_vocab, variant):
         assert rounds > 2 * len(outs), rounds
         if variant.get("branches"):
             assert hits > 30 and free > 30, (hits, free)  # corrections land on branches; n-grams recur
+        elif variant.get("lookup_ngram") == 1:
+            assert free > 1000, free  # 1-grams recur at once: most drawn chains carry looked-up tokens
         elif variant.get("force_seqs") or variant.get("max_seqs"):
             assert any(int(k) > 1 for k in ks), ks
         pval, n = pit_pvalue(target, prompt, outs, 8)

@@ -47,6 +47,7 @@ VARIANTS = {
     "duodec-branches": ("duodec", "gguf", ["--branches", "2"]),
     "duodec-no-fit": ("duodec", "gguf", ["--no-fit"]),
     "duodec-no-lookup": ("duodec", "gguf", ["--lookup-ngram", "0"]),
+    "duodec-no-extend": ("duodec", "gguf", ["--no-lookup-extend"]),
     "duodec-thread": ("duodec", "gguf", ["--worker", "thread"]),
     "duodec-no-spin": ("duodec", "gguf", ["--spin-ms", "0"]),
     "duodec-pin": ("duodec", "gguf", ["--pin-cores"]),

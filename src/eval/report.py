@@ -423,7 +423,8 @@ LABELS = {"hf-ar": "transformers `generate`", "hf-assisted": "transformers assis
           "lookahead": "Lookahead", "pearl": "PEARL", "duodec-greedy-drafts": "DuoDecoding, greedy drafts",
           "duodec-theta": "DuoDecoding, k sequences (`--max-seqs 8`)",
           "duodec-tree": "DuoDecoding, k-sequence trees after a rejection (`--verify tree`)",
-          "duodec-wait-prompt": "DuoDecoding, waiting for the draft to read the prompt"}
+          "duodec-wait-prompt": "DuoDecoding, waiting for the draft to read the prompt",
+          "duodec-no-extend": "DuoDecoding, no looked-up tokens after the pending draft"}
 
 
 def category_table(folder, over=("sps-gguf",)):

@@ -22,12 +22,14 @@ class NgramIndex:
                 first.setdefault(tuple(seq[i:i + n]), i)
         self.seen = list(seq)
 
-    def lookup(self, seq, num_pred=10):
-        """The tokens after the first earlier occurrence of seq's last n tokens, for the longest n that has
-        one."""
+    def lookup(self, seq, num_pred=10, tail=()):
+        """The tokens after the first earlier occurrence of the last n tokens of seq + tail, for the longest n that
+        has one. Only seq is indexed: a tail (drafted, not yet verified) may be dropped next round, and indexing it
+        would make the index start over."""
         self.extend(seq)
+        whole = list(seq) + list(tail)
         for n in self.ns:
-            i = self.first[n].get(tuple(seq[-n:])) if len(seq) > n else None
+            i = self.first[n].get(tuple(whole[-n:])) if len(whole) > n else None
             if i is not None:
-                return list(seq[i + n:i + n + num_pred])
+                return whole[i + n:i + n + num_pred]
         return []

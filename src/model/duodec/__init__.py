@@ -16,7 +16,7 @@ by the worker while the target's forward runs.
 
 Dynamic multi-sequence drafting: theta = p(1st top-1) * p(2nd top-1); every other first-position token
 with p > theta (up to --max-seqs) starts its own sequence. Beyond the paper: branches at the pending
-draft's unsure positions, and looked-up n-gram continuations as free candidates.
+draft's unsure positions, and looked-up n-gram continuations as free candidates, alone or after the pending draft.
 """
 import os
 import sys
@@ -59,6 +59,7 @@ class Config:
     verify: str = "first"
     branches: int = 0
     lookup_ngram: int = 3
+    lookup_extend: bool = True
     fit: bool = True
     drafts: str = "sampled"
     wait_for_prompt: bool = False
@@ -70,7 +71,8 @@ class Config:
     def from_args(cls, args):
         a = vars(args)
         flags = {f.name: a[f.name] for f in fields(cls) if f.name in a}
-        flags.update(fit=not args.no_fit, gamma="auto" if args.gamma in (None, "auto") else int(args.gamma),
+        flags.update(fit=not args.no_fit, lookup_extend=not args.no_lookup_extend,
+                     gamma="auto" if args.gamma in (None, "auto") else int(args.gamma),
                      max_seqs=1 if args.no_multiseq else max(args.max_seqs, args.force_seqs),
                      spin_ms=(SPIN_MS if args.spin_ms is None else args.spin_ms) if args.worker == "process" else None)
         return cls(**{**flags, **PRESETS.get(args.preset, {})})
@@ -79,7 +81,7 @@ class Config:
         """The loop's options, with the draft's sequence slots capping the sequences."""
         return Options(max_seqs=min(self.max_seqs, n_seq), force_k=self.force_seqs, catch_up=self.catch_up,
                        tree=self.verify == "tree", lookup_ngram=self.lookup_ngram, branches=self.branches, fit=self.fit,
-                       draw=self.drafts == "sampled", read_beside=not self.wait_for_prompt)
+                       draw=self.drafts == "sampled", read_beside=not self.wait_for_prompt, extend=self.lookup_extend)
 
 
 def add_args(ap):
@@ -107,6 +109,10 @@ def add_args(ap):
     ap.add_argument("--lookup-ngram", type=non_negative, default=3,
                     help="duodec: with nothing pending, first try free candidates (the tokens after an earlier "
                          "occurrence of the last N tokens) before waiting for draft tokens; 0: off")
+    ap.add_argument("--no-lookup-extend", action="store_true",
+                    help="duodec: verify the pending draft alone. By default the looked-up tokens that would "
+                         "follow it (--lookup-ngram) ride in the same forward: where text is copied they gain tokens "
+                         "the draft has not reached, at the cost of a few more tokens in a forward nearly flat in them")
     ap.add_argument("--catch-up", type=non_negative, default=0,
                     help="duodec: after a rejection, wait for this many draft tokens before the next target "
                          "forward. Default 0: the paper's pre-verify round (a forward over the target's own "

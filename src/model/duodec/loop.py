@@ -14,8 +14,11 @@ after a rejection is shorter than gamma draft steps), so the target does not wai
 When nothing is pending (after a rejection, a refused first token, or the prefill), the next forward
 would verify nothing new. Free candidates come first: the tokens that followed an earlier occurrence of
 the last n tokens (prompt lookup) cost no draft time, so the target verifies them at once while the
-draft continues them. Without a match the target either runs its pre-verify forward over its own token
-while the draft drafts from it (--catch-up 0, the paper's), or waits for --catch-up draft tokens: one
+draft continues them. With a draft pending, the looked-up tokens that would follow it ride in the same
+forward (--no-lookup-extend: not), which costs little where the forward is flat in its tokens; the draft
+meanwhile continues the pending draft, and its sequence that agrees with what the target kept becomes the next
+pending. Without a match the target either runs its pre-verify forward over its own token while the draft
+drafts from it (--catch-up 0, the paper's), or waits for --catch-up draft tokens: one
 sequence (--verify first), or k sequences verified together as a tree (--verify tree).
 Under sampling the drafts are drawn from the draft's distribution and tested by the rejection rule (SpS's:
 accept with min(1, p/q)), which accepts more than the deterministic-candidate rule wherever the models agree; k
@@ -169,13 +172,14 @@ class Options:
     fit: bool = True
     draw: bool = True
     read_beside: bool = True
+    extend: bool = True
 
 
-def free_candidates(index, seq, n):
+def free_candidates(index, seq, n, after=()):
     """Up to n tokens that cost no draft time: what followed the first earlier occurrence of the last n-gram
-    (`index`: whole n-gram matches only, since shorter ones, which PLD backs off to, are right too rarely
-    to be worth a forward ahead of the draft's tokens)."""
-    return index.lookup(seq, n) if index and n > 0 else []
+    of seq + after (the pending draft) (`index`: whole n-gram matches only, since shorter ones, which PLD backs
+    off to, are right too rarely to be worth a forward ahead of the draft's tokens)."""
+    return index.lookup(seq, n, after) if index and n > 0 else []
 
 
 NO_DRAFTS = Drafts([[]], [0], 1, [[]])
@@ -213,14 +217,15 @@ class Answer:
 @dataclass
 class Plan:
     """One round: its mode, the chain the forward verifies (or, after a catch-up of k sequences, the tree of
-    them), whether it was looked up rather than drafted, and the job the draft runs meanwhile (None: nothing
-    does), with the threads each side has."""
+    them), whether it was looked up rather than drafted, the looked-up tokens verified after a drafted chain, and
+    the job the draft runs meanwhile (None: nothing does), with the threads each side has."""
     mode: str
     chain: list
     odds: list
     q: list
     tree: list = None
     looked_up: bool = False
+    extra: list = field(default_factory=list)
     job: DraftJob = None
     caught_s: float = 0.0  # seconds the draft drafted before the forward (a catch-up)
     prefill: bool = False
@@ -291,6 +296,9 @@ class Rounds:
             caught, p.caught_s = self.catch_up(ans, p, wait_for)
             p.chain, p.odds, p.q = caught.seqs[0], caught.odds[0], caught.rows(0)
             p.tree = caught.seqs[:caught.k] if caught.k > 1 else None
+        if p.chain and not (p.looked_up or p.tree) and self.opt.extend:
+            p.extra = free_candidates(ans.index, ans.seq, min(gamma, ans.room - len(p.chain)), p.chain)
+            ans.stats.free_rounds += bool(p.extra)
         if kind(mode) == "overlap" and not ans.reading:
             p.job = self.job_beside(ans, p, gamma)
         return p
@@ -311,7 +319,7 @@ class Rounds:
         drafting what ends within the forward (round 1: one token, ready when the prefill ends), and branches
         where the chain is likeliest to fail."""
         left = ans.room - len(p.chain)
-        fed = len(ans.seq) - self.target.length + len(p.chain)
+        fed = len(ans.seq) - self.target.length + len(p.chain) + len(p.extra)
         depth = 1 if p.prefill else min(gamma, left, self.budget.fits(fed) if self.opt.fit else left)
         return DraftJob(context=ans.seq + p.chain, depth=depth, max_seqs=self.opt.max_seqs if depth > 1 else 1,
                         depths=self.budget.depths(gamma), force_k=self.opt.force_k,
@@ -334,6 +342,9 @@ class Rounds:
             stats.tree_rounds += 1
             stats.ks[len(p.tree)] += 1
             v = check_tree(self.target, ans.seq, p.tree, ans.sampling, ans.gen)
+        elif p.extra:  # `held`: the drafted chain held (the draft's job continues it), the looked-up tokens or not
+            v = check_chain(self.target, ans.seq, p.chain + p.extra, p.q + [None] * len(p.extra), ans.sampling, ans.gen)
+            v.held = v.at_leaf = len(v.gained) >= len(p.chain)
         else:
             v = check_chain(self.target, ans.seq, p.chain, p.q, ans.sampling, ans.gen)
         if not p.prefill:
@@ -361,11 +372,12 @@ class Rounds:
         """The tokens the round gained: the accepted chain, then the new drafts' first token if the chain held and
         one of them is accepted at the next position (post-verify), else the target's own token."""
         gained, nxt = list(v.gained), v.nxt
-        if p.looked_up:  # looked-up tokens say nothing of the draft's acceptance
-            ans.stats.free_accepted += len(gained)
-        else:
-            self.budget.record(len(gained), len(gained) + (not v.at_leaf))  # tested: the accepted, then a rejection
-        if v.held and drafts.seqs[0]:
+        looked_up = len(gained) if p.looked_up else max(0, len(gained) - len(p.chain))
+        ans.stats.free_accepted += looked_up  # looked-up tokens say nothing of the draft's acceptance
+        if not p.looked_up:
+            drafted = len(gained) - looked_up
+            self.budget.record(drafted, drafted + (not v.at_leaf))  # tested: the accepted, then a rejection
+        if v.held and drafts.seqs[0] and not p.extra:  # after looked-up tokens the drafts' first tokens were tested
             ans.stats.ks[drafts.k] += 1
             rows = on_target([drafts.rows(s)[0] for s in range(drafts.k)], self.target)
             hit, nxt = accept_siblings(v.p_next, [(seq[0], q) for seq, q in zip(drafts.seqs, rows)], ans.gen)
