@@ -136,10 +136,10 @@ def test_looked_up_tokens_ride_after_the_pending_draft(tiny, monkeypatch):
     truths = []
 
     def oracle(shift):
-        def lookup(index, seq, n, after=()):
-            whole = list(seq) + list(after)
+        def lookup(index, seq, n, tail=()):
+            whole = list(seq) + list(tail)
             truth = next(t for t in truths if t[:len(seq)] == list(seq))
-            if not after or truth[:len(whole)] != whole:
+            if not tail or truth[:len(whole)] != whole:
                 return []
             return [(t + shift) % 256 for t in truth[len(whole):len(whole) + n]]
         return lookup

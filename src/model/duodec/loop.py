@@ -78,14 +78,16 @@ def on_target(rows, target):
     return [None if q is None else row(q) for q in rows]
 
 
-def check_chain(target, seq, pending, q, sampling, gen):
+def check_chain(target, seq, pending, q, sampling, gen, extra=()):
     """One forward over what the target has not seen of seq (the prompt, on round 1), then the pending
-    draft, verified as a chain (each token by the rule its q row says: drawn from it, or deterministic)."""
-    fed = len(seq) - target.length + len(pending)
+    draft and any looked-up tokens after it, verified as a chain (each token by the rule its q row says: drawn
+    from it, or deterministic). `held`: the pending draft held (the draft's job continues it), extra or not."""
+    chain, q = list(pending) + list(extra), list(q) + [None] * len(extra)
+    fed = len(seq) - target.length + len(chain)
     q_rows = on_target(q, target) if any(r is not None for r in q) else None
-    n, nxt, p_rows = chain_step(target, seq, pending, sampling, gen, q_rows)
-    held = n == len(pending)
-    return Verdict(pending[:n], held, held, p_rows[n], nxt, fed)
+    n, nxt, p_rows = chain_step(target, seq, chain, sampling, gen, q_rows)
+    held = n >= len(pending)
+    return Verdict(chain[:n], held, held, p_rows[n], nxt, fed)
 
 
 def check_tree(target, seq, seqs, sampling, gen):
@@ -175,11 +177,11 @@ class Options:
     extend: bool = True
 
 
-def free_candidates(index, seq, n, after=()):
+def free_candidates(index, seq, n, tail=()):
     """Up to n tokens that cost no draft time: what followed the first earlier occurrence of the last n-gram
-    of seq + after (the pending draft) (`index`: whole n-gram matches only, since shorter ones, which PLD backs
+    of seq + tail (the pending draft) (`index`: whole n-gram matches only, since shorter ones, which PLD backs
     off to, are right too rarely to be worth a forward ahead of the draft's tokens)."""
-    return index.lookup(seq, n, after) if index and n > 0 else []
+    return index.lookup(seq, n, tail) if index and n > 0 else []
 
 
 NO_DRAFTS = Drafts([[]], [0], 1, [[]])
@@ -342,11 +344,8 @@ class Rounds:
             stats.tree_rounds += 1
             stats.ks[len(p.tree)] += 1
             v = check_tree(self.target, ans.seq, p.tree, ans.sampling, ans.gen)
-        elif p.extra:  # `held`: the drafted chain held (the draft's job continues it), the looked-up tokens or not
-            v = check_chain(self.target, ans.seq, p.chain + p.extra, p.q + [None] * len(p.extra), ans.sampling, ans.gen)
-            v.held = v.at_leaf = len(v.gained) >= len(p.chain)
         else:
-            v = check_chain(self.target, ans.seq, p.chain, p.q, ans.sampling, ans.gen)
+            v = check_chain(self.target, ans.seq, p.chain, p.q, ans.sampling, ans.gen, p.extra)
         if not p.prefill:
             self.target.sync()
             stats.verify_s.append(time.perf_counter() - t0)
@@ -372,7 +371,8 @@ class Rounds:
         """The tokens the round gained: the accepted chain, then the new drafts' first token if the chain held and
         one of them is accepted at the next position (post-verify), else the target's own token."""
         gained, nxt = list(v.gained), v.nxt
-        looked_up = len(gained) if p.looked_up else max(0, len(gained) - len(p.chain))
+        extra = max(0, len(gained) - len(p.chain)) if p.extra else 0  # (a tree's path may outrun sequence 0)
+        looked_up = len(gained) if p.looked_up else extra
         ans.stats.free_accepted += looked_up  # looked-up tokens say nothing of the draft's acceptance
         if not p.looked_up:
             drafted = len(gained) - looked_up
