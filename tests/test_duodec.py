@@ -126,17 +126,19 @@ def test_a_draft_slow_to_read_the_prompt_does_not_hold_the_target(tiny, monkeypa
 
 def test_looked_up_tokens_ride_after_the_pending_draft(tiny, monkeypatch):
     """Looked-up tokens verified after the pending draft: right ones gain what the draft has not reached (the
-    draft's job still continues the pending draft, and its sequence that agrees becomes the next pending); wrong
-    ones cost nothing but the forward's extra tokens. The output is AR's either way. The lookup is replaced by an
-    oracle (AR's own continuation, or that shifted by one id), since a random model's output seldom repeats."""
+    draft's job still continues the pending draft, and its sequence that agrees becomes the next pending), more
+    with --lookup-len 10 than with gamma; wrong ones cost nothing but the forward's extra tokens. The output is AR's
+    either way. The lookup is replaced by an oracle (AR's own continuation, or that shifted by one id), since a
+    random model's output seldom repeats."""
     from src.model.duodec import loop
     target = Target(tiny["target"])
     prompts = [target.tokenizer(p)["input_ids"] for p in PROMPTS[:8]]
     draft = Draft(str(tiny["target"]) + ".gguf", n_ctx=512)  # the target's twin: the pending draft holds
-    truths = []
+    truths, asked = [], []
 
     def oracle(shift):
         def lookup(index, seq, n, tail=()):
+            asked.append(n)
             whole = list(seq) + list(tail)
             truth = next(t for t in truths if t[:len(seq)] == list(seq))
             if not tail or truth[:len(whole)] != whole:
@@ -145,19 +147,24 @@ def test_looked_up_tokens_ride_after_the_pending_draft(tiny, monkeypatch):
         return lookup
 
     runs = {}
-    for name, lookup in (("off", None), ("right", oracle(0)), ("wrong", oracle(1))):
-        if lookup:
-            monkeypatch.setattr(loop, "free_candidates", lookup)
-        fwd = duodec.make(args(gamma="3", no_lookup_extend=lookup is None), target, draft)
+    for name, shift, most in (("off", None, 10), ("right", 0, 10), ("right, gamma", 0, "gamma"), ("wrong", 1, 10)):
+        if shift is not None:
+            monkeypatch.setattr(loop, "free_candidates", oracle(shift))
+        asked.clear()
+        # drafts of gamma tokens and the prompt read before round 2: rounds that no timing changes
+        fwd = duodec.make(args(gamma="3", no_fit=True, wait_for_prompt=True, no_lookup_extend=shift is None,
+                               lookup_len=most), target, draft)
         try:
             outs = [fwd(p, 48, Sampling(), None) for p in prompts]
         finally:
             fwd.close()
         greedy_mismatches(target, prompts, [g.token_ids for g in outs], 48, f"looked-up tokens {name}")
         truths = truths or [p + g.token_ids for p, g in zip(prompts, outs)]
-        runs[name] = (sum(g.stats["free_accepted"] for g in outs), sum(g.decoding_steps for g in outs))
-    print("free tokens, rounds", runs)
-    assert runs["right"][0] > 0 and runs["right"][1] < runs["off"][1]
+        runs[name] = (sum(g.stats["free_accepted"] for g in outs), sum(g.decoding_steps for g in outs), max(asked, default=0))
+    print("free tokens, rounds, most asked", runs)
+    assert runs["right"][2] == 10 and runs["right, gamma"][2] == 3
+    assert runs["right"][0] > runs["right, gamma"][0] > 0
+    assert runs["right"][1] < runs["right, gamma"][1] < runs["off"][1]
     assert runs["wrong"][0] == 0 and runs["wrong"][1] == runs["off"][1]
 
 
