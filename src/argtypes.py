@@ -47,9 +47,16 @@ positive = ranged(int, 1)
 non_negative = ranged(int, 0)
 
 
-def gamma_or_auto(text):
-    """'auto' or a draft length >= 1."""
-    return text if text == "auto" else positive(text)
+def positive_or(*words):
+    """An argparse type: one of `words`, or an integer >= 1."""
+    def parse(text):
+        return text if text in words else positive(text)
+
+    parse.__name__ = "int"
+    return parse
+
+
+gamma_or_auto = positive_or("auto")  # 'auto' or a draft length
 
 
 def threads(flag):

@@ -38,6 +38,39 @@ def test_acceptance_rule_scan_finds_the_best_gamma(a, base, slope, step, scale):
     assert b.gamma() == best or rate[b.gamma() - 1] == pytest.approx(rate[best - 1], rel=1e-6)
 
 
+def test_looked_up_tokens_are_sized_by_the_forward_and_their_acceptance():
+    # the draft free; a forward flat in its tokens takes all 10, whatever their acceptance
+    flat = duodec.Budget("fixed", 4, {1: 1e-9}, {1: 0.3, 16: 0.3})
+    assert flat.lookups(1, 0, 10) == 10 and flat.lookups(4, 3, 10) == 10
+    # T(n) = 1 + n: a looked-up token pays only while its chance of being kept beats what the round gains a second
+    steep = duodec.Budget("fixed", 4, {1: 1e-9}, {1: 2.0, 4: 5.0})
+    assert steep.lookup_alpha() == pytest.approx(0.5)
+    assert steep.lookups(1, 0, 10) == 0  # 1 / 2 against (1 + 0.5) / 3: no gain, so no token
+    steep.record_lookup(80, 80)  # (5 + 80) / 90: the question's looked-up tokens mostly held
+    assert steep.lookups(1, 0, 10) == 5  # (1 + b + .. + b^n) / (2 + n) peaks at n = 5
+    assert steep.lookups(1, 0, 3) == 3 and steep.lookups(4, 3, 10) == 0  # after 3 drafts, reached 0.6^3 of the time
+    steep.start_question()  # a new question starts from the prior again
+    assert steep.lookup_alpha() == pytest.approx(0.5)
+    assert steep.lookups(1, 0, 0) == 0
+
+
+@given(st.floats(0.01, 0.99), st.floats(0.01, 0.99), st.floats(0.1, 10.0), st.floats(0.0, 1.0),
+       st.integers(0, 8), st.integers(0, 16))
+@settings(max_examples=300, deadline=None)
+def test_lookup_scan_finds_the_best_length(a, b, base, slope, drafted, most):
+    """The scan that stops at the first fall picks what an argmax over every length picks: expected tokens (the
+    pending draft's, then looked-up ones reached if it holds) over the forward's time."""
+    budget = duodec.Budget("fixed", 4, {1: 1e-9}, {1: base + slope, 2: base + 2 * slope})
+    at_acceptance(budget, a)
+    budget.record_lookup(b * 100 - 5, 90)  # (5 + 100 b - 5) / (10 + 90)
+    c, fed = budget.costs["overlap"], 1 + drafted
+    n = np.arange(0, most + 1)
+    tokens = (1 - a ** (drafted + 1)) / (1 - a) + a ** drafted * np.array([sum(b ** i for i in range(1, k + 1)) for k in n])
+    rate = tokens / (c.base + c.slope * (fed + n))
+    got = budget.lookups(fed, drafted, most)
+    assert got == int(np.argmax(rate)) or rate[got] == pytest.approx(rate.max(), rel=1e-6)
+
+
 def observe(budget, fed, forward_s, draft_s, steps, step_s, seqs=1):
     """One round's hand-made timings, as the loop reports them: the forward, then the draft job."""
     budget.observe_forward(fed, forward_s)

@@ -48,6 +48,8 @@ VARIANTS = {
     "duodec-no-fit": ("duodec", "gguf", ["--no-fit"]),
     "duodec-no-lookup": ("duodec", "gguf", ["--lookup-ngram", "0"]),
     "duodec-no-extend": ("duodec", "gguf", ["--no-lookup-extend"]),
+    "duodec-lookup-gamma": ("duodec", "gguf", ["--lookup-len", "gamma"]),
+    "duodec-lookup-10": ("duodec", "gguf", ["--lookup-len", "10"]),
     "duodec-thread": ("duodec", "gguf", ["--worker", "thread"]),
     "duodec-no-spin": ("duodec", "gguf", ["--spin-ms", "0"]),
     "duodec-pin": ("duodec", "gguf", ["--pin-cores"]),

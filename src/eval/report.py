@@ -424,7 +424,9 @@ LABELS = {"hf-ar": "transformers `generate`", "hf-assisted": "transformers assis
           "duodec-theta": "DuoDecoding, k sequences (`--max-seqs 8`)",
           "duodec-tree": "DuoDecoding, k-sequence trees after a rejection (`--verify tree`)",
           "duodec-wait-prompt": "DuoDecoding, waiting for the draft to read the prompt",
-          "duodec-no-extend": "DuoDecoding, no looked-up tokens after the pending draft"}
+          "duodec-no-extend": "DuoDecoding, no looked-up tokens after the pending draft",
+          "duodec-lookup-gamma": "DuoDecoding, looked-up tokens no more than gamma",
+          "duodec-lookup-10": "DuoDecoding, up to 10 looked-up tokens, whatever they cost"}
 
 
 def category_table(folder, over=("sps-gguf",)):

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
-from src.argtypes import gamma_or_auto, non_negative, ranged
+from src.argtypes import gamma_or_auto, non_negative, positive_or, ranged
 from src.model.base import Cores, Method, median_seconds
 from src.model.duodec.drafter import Drafter, Drafts, top_two  # noqa: F401
 from src.model.duodec.loop import Options, Rounds, Threads, flatten  # noqa: F401
-from src.model.duodec.policy import Budget, Costs, Modes, Tunables  # noqa: F401
+from src.model.duodec.policy import LOOKUP_MOST, Budget, Costs, Modes, Tunables  # noqa: F401
 from src.model.duodec.rules import (MODES, balance_gamma, branch_points, chain_tokens,  # noqa: F401
                                     choose_first_tokens, kind, overlap_rate)
 from src.model.duodec.worker import (WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker, job_timeout,  # noqa: F401
@@ -60,6 +60,7 @@ class Config:
     branches: int = 0
     lookup_ngram: int = 3
     lookup_extend: bool = True
+    lookup_len: object = "auto"  # looked-up tokens a forward verifies: "auto", "gamma" or a number
     fit: bool = True
     drafts: str = "sampled"
     wait_for_prompt: bool = False
@@ -81,7 +82,8 @@ class Config:
         """The loop's options, with the draft's sequence slots capping the sequences."""
         return Options(max_seqs=min(self.max_seqs, n_seq), force_k=self.force_seqs, catch_up=self.catch_up,
                        tree=self.verify == "tree", lookup_ngram=self.lookup_ngram, branches=self.branches, fit=self.fit,
-                       draw=self.drafts == "sampled", read_beside=not self.wait_for_prompt, extend=self.lookup_extend)
+                       draw=self.drafts == "sampled", read_beside=not self.wait_for_prompt, extend=self.lookup_extend,
+                       lookup_len=self.lookup_len)
 
 
 def add_args(ap):
@@ -113,6 +115,11 @@ def add_args(ap):
                     help="duodec: verify the pending draft alone. By default the looked-up tokens that would "
                          "follow it (--lookup-ngram) ride in the same forward: where text is copied they gain tokens "
                          "the draft has not reached, at the cost of a few more tokens in a forward nearly flat in them")
+    ap.add_argument("--lookup-len", type=positive_or("auto", "gamma"), default="auto",
+                    help=f"duodec: looked-up tokens one forward verifies, alone or after the pending draft. auto "
+                         f"(default): up to {LOOKUP_MOST} (PLD's), as many as raise the expected tokens per second at "
+                         f"the forward's measured cost and the question's acceptance of looked-up tokens; gamma: as "
+                         f"many as the round's draft tokens; N: up to N")
     ap.add_argument("--catch-up", type=non_negative, default=0,
                     help="duodec: after a rejection, wait for this many draft tokens before the next target "
                          "forward. Default 0: the paper's pre-verify round (a forward over the target's own "

@@ -36,6 +36,7 @@ import torch
 
 from src.model.base import Clock, chain_step, finish, stopped, tree_step
 from src.model.duodec.drafter import Drafts
+from src.model.duodec.policy import LOOKUP_MOST
 from src.model.duodec.rules import branch_points, kind, on_every_core
 from src.model.duodec.stats import TurnStats
 from src.model.duodec.worker import DraftJob
@@ -135,7 +136,8 @@ class RoundStats:
         mean = lambda xs, scale=1.0: round(scale * float(np.mean(xs)), 4) if xs else 0.0
         most = lambda side: max((t[side] for t in self.mode_threads.values() if t[side]), default=None)
         return {"k_hist": {str(k): v for k, v in sorted(self.ks.items())}, "gamma": round(float(np.mean(self.gammas)), 2),
-                "acceptance": round(budget.alpha(), 4), "tree_rounds": self.tree_rounds,
+                "acceptance": round(budget.alpha(), 4),
+                "lookup_acceptance": round(budget.lookup_alpha(), 4), "tree_rounds": self.tree_rounds,
                 "threads": {"target": most(0), "draft": most(1)},
                 "mode_threads": {m: {"target": t, "draft": d} for m, (t, d) in self.mode_threads.items()},
                 "verify_ms": mean(self.verify_s, 1e3), "verify_tokens": round(mean(self.verify_tokens), 2),
@@ -175,6 +177,7 @@ class Options:
     draw: bool = True
     read_beside: bool = True
     extend: bool = True
+    lookup_len: object = "auto"  # looked-up tokens a forward verifies: "auto", "gamma" or at most N
 
 
 def free_candidates(index, seq, n, tail=()):
@@ -289,7 +292,7 @@ class Rounds:
         ans.stats.gammas.append(gamma)
         p = Plan(mode, ans.pending, ans.odds, ans.q, prefill=prefill, draft_threads=draft_threads)
         if not p.chain and ans.room > 0:
-            p.chain, p.odds = free_candidates(ans.index, ans.seq, min(gamma, ans.room)), []
+            p.chain, p.odds = free_candidates(ans.index, ans.seq, self.lookup_len(ans, gamma, [])), []
             p.q = [None] * len(p.chain)
             p.looked_up = bool(p.chain)
             ans.stats.free_rounds += p.looked_up
@@ -299,11 +302,19 @@ class Rounds:
             p.chain, p.odds, p.q = caught.seqs[0], caught.odds[0], caught.rows(0)
             p.tree = caught.seqs[:caught.k] if caught.k > 1 else None
         if p.chain and not (p.looked_up or p.tree) and self.opt.extend:
-            p.extra = free_candidates(ans.index, ans.seq, min(gamma, ans.room - len(p.chain)), p.chain)
+            p.extra = free_candidates(ans.index, ans.seq, self.lookup_len(ans, gamma, p.chain), p.chain)
             ans.stats.free_rounds += bool(p.extra)
         if kind(mode) == "overlap" and not ans.reading:
             p.job = self.job_beside(ans, p, gamma)
         return p
+
+    def lookup_len(self, ans, gamma, chain):
+        """Looked-up tokens the forward may take after `chain` (--lookup-len): as many as pay (auto), gamma, or N."""
+        room, most = ans.room - len(chain), self.opt.lookup_len
+        if most == "auto":
+            fed = len(ans.seq) - self.target.length + len(chain)
+            return self.budget.lookups(fed, len(chain), min(LOOKUP_MOST, room))
+        return min(gamma if most == "gamma" else most, room)
 
     def catch_up(self, ans, p, n):
         """With nothing pending, wait for n draft tokens so the next forward verifies more than one token: one
@@ -374,6 +385,9 @@ class Rounds:
         extra = max(0, len(gained) - len(p.chain)) if p.extra else 0  # (a tree's path may outrun sequence 0)
         looked_up = len(gained) if p.looked_up else extra
         ans.stats.free_accepted += looked_up  # looked-up tokens say nothing of the draft's acceptance
+        tried = len(p.chain) if p.looked_up else len(p.extra) if v.held else 0  # (not reached: not tested)
+        if tried:
+            self.budget.record_lookup(looked_up, looked_up + (looked_up < tried))
         if not p.looked_up:
             drafted = len(gained) - looked_up
             self.budget.record(drafted, drafted + (not v.at_leaf))  # tested: the accepted, then a rejection

@@ -5,8 +5,9 @@
     Budget  gamma and the depths, and each mode's expected tokens per second (rules.py's formulas on its Costs)
     Modes   the scheduler: runs the fastest mode, re-measures the others now and then (Tunables)
 
-The loop talks to them through a few verbs: Budget.gamma(), .fits(fed), .depths(gamma), .observe_forward(),
-.observe_job(), .observe_rest(), .record(accepted, verified); Modes.choose(), .observe()."""
+The loop talks to them through a few verbs: Budget.gamma(), .fits(fed), .depths(gamma), .lookups(fed, drafted, most),
+.observe_forward(), .observe_job(), .observe_rest(), .record(accepted, verified), .record_lookup(accepted, verified);
+Modes.choose(), .observe()."""
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,9 @@ from src.model.duodec.rules import balance_gamma, chain_tokens, kind, overlap_ra
 
 # a question's acceptance starts from 0.6 over 20 tokens, so its first rounds' gamma is neither 1 nor the cap
 PRIOR_ACCEPTANCE, PRIOR_TOKENS = 0.6, 20
+# looked-up tokens: at most PLD's 10 a forward; a question takes them as right half the time over 10 tokens until
+# its own say otherwise
+LOOKUP_MOST, LOOKUP_PRIOR = 10, (0.5, 10)
 
 
 def ema(old, new, n, floor=0.2):
@@ -103,9 +107,18 @@ class Budget:
         """Each question learns its own acceptance from the prior: its gamma then depends on it alone, not
         on the questions (and warm-up) before it or on the order methods take turns in."""
         self.accepted, self.verified = PRIOR_ACCEPTANCE * PRIOR_TOKENS, float(PRIOR_TOKENS)
+        self.looked = [LOOKUP_PRIOR[0] * LOOKUP_PRIOR[1], float(LOOKUP_PRIOR[1])]
 
     def alpha(self):
         return min(self.accepted / self.verified, 0.99)
+
+    def lookup_alpha(self):
+        """The share of looked-up tokens the target kept in the question (of those it reached)."""
+        return min(self.looked[0] / self.looked[1], 0.99)
+
+    def record_lookup(self, accepted, verified):
+        self.looked[0] += accepted
+        self.looked[1] += verified
 
     def record(self, accepted, verified):
         self.accepted += accepted
@@ -150,6 +163,23 @@ class Budget:
         """Draft tokens that end within the target's forward over `fed` tokens: more would make it wait."""
         c = self.now
         return max(1, 1 + int((c.forward(fed) - c.setup) / c.step))
+
+    def lookups(self, fed, drafted, most):
+        """Looked-up tokens worth adding to a forward over `fed` tokens, `drafted` of them the pending draft's: the
+        n <= most that maximises the round's expected tokens per second, from the forward's measured cost and the
+        question's acceptance of draft and looked-up tokens (reached only if the pending draft holds). A forward
+        flat in its tokens takes them all; a steep one (fp32 on narrow vector units) only those likely kept."""
+        c, a, b = self.now, self.alpha(), self.lookup_alpha()
+        tokens, reach = chain_tokens(a, drafted), a ** drafted
+        n_best, best = 0, tokens / (c.forward(fed) + c.rest)
+        for n in range(1, most + 1):  # tokens rise ever less, the time linearly: stop where it stops rising
+            reach *= b
+            tokens += reach
+            rate = tokens / (c.forward(fed + n) + c.rest)
+            if rate <= best:
+                break
+            n_best, best = n, rate
+        return n_best
 
     def observe_rest(self, seconds):
         if not self.switched:

@@ -5,8 +5,9 @@ from dataclasses import asdict, dataclass, field, fields
 @dataclass
 class TurnStats:
     """Per turn. Rounds: k_hist (rounds by the number of sequences tried), gamma (mean), acceptance (the draft's, per
-    token), tree_rounds, free_rounds / free_accepted (rounds that verified looked-up tokens, and what they gained),
-    branch_hits (rejections answered by a ready branch). Time: verify_ms and verify_tokens (mean forward after the
+    token), lookup_acceptance (the share of looked-up tokens kept, of those reached), tree_rounds, free_rounds /
+    free_accepted (rounds that verified looked-up tokens, and what they gained), branch_hits (rejections answered
+    by a ready branch). Time: verify_ms and verify_tokens (mean forward after the
     prefill, and the tokens it fed), target_idle_share (of which catch_up_idle_share: waiting for catch-up drafts),
     draft_idle_share. Modes: mode_rounds, mode_switches (why), mode_rates (modelled tokens/s), mode_measured
     (gained tokens/s), mode_costs_ms (the measured costs of each mode that ran, under its name), mode_threads (the
@@ -14,6 +15,7 @@ class TurnStats:
     k_hist: dict = field(default_factory=dict)
     gamma: float = 0.0
     acceptance: float = 0.0
+    lookup_acceptance: float = 0.0
     tree_rounds: int = 0
     free_rounds: int = 0
     free_accepted: int = 0
