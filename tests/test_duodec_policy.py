@@ -13,6 +13,18 @@ def at_acceptance(budget, a):
     return budget
 
 
+def test_forward_cost_keeps_one_tokens_own_time():
+    """One token's forward as probed; more tokens on the line through the other sizes; scaled by what rounds
+    measure. A probe of two sizes is one line."""
+    c = duodec.Costs({1: 0.05}, {1: 0.5, 2: 1.1, 4: 1.2, 8: 1.8})
+    assert c.forward(1) == pytest.approx(0.5) and c.forward(4) == pytest.approx(0.8 + 4 * 0.1214, abs=1e-3)
+    assert c.forward(16) > c.forward(8) > c.forward(2) > 1.0
+    c.observe_forward(1, 1.0)  # the first measurement sets the scale
+    assert c.forward(1) == pytest.approx(1.0) and c.forward(2) == pytest.approx(2 * c.probe(2))
+    line = duodec.Costs({1: 0.05}, {1: 2.0, 3: 4.0})
+    assert [line.forward(n) for n in (1, 2, 5)] == pytest.approx([2.0, 3.0, 6.0])
+
+
 def test_acceptance_rule_by_hand():
     # T(g) = 1 + g (fitted exactly), the draft free: rate(g) = (1 - a^g) / (1 - a) / (1 + g)
     b = duodec.Budget("acceptance", None, {1: 1e-9}, {1: 2.0, 2: 3.0, 4: 5.0})
@@ -33,7 +45,7 @@ def test_acceptance_rule_scan_finds_the_best_gamma(a, base, slope, step, scale):
     at_acceptance(b, a)
     b.observe_forward(1, scale * c.forward(1))  # the first measurement sets the scale
     g = np.arange(1, 65)
-    rate = (1 - a ** g) / (1 - a) / np.maximum(scale * (c.base + c.slope * g), g * step)
+    rate = (1 - a ** g) / (1 - a) / np.maximum(scale * np.array([c.probe(x) for x in g]), g * step)
     best = int(g[np.argmax(rate)])
     assert b.gamma() == best or rate[b.gamma() - 1] == pytest.approx(rate[best - 1], rel=1e-6)
 
@@ -66,7 +78,7 @@ def test_lookup_scan_finds_the_best_length(a, b, base, slope, drafted, most):
     c, fed = budget.costs["overlap"], 1 + drafted
     n = np.arange(0, most + 1)
     tokens = (1 - a ** (drafted + 1)) / (1 - a) + a ** drafted * np.array([sum(b ** i for i in range(1, k + 1)) for k in n])
-    rate = tokens / (c.base + c.slope * (fed + n))
+    rate = tokens / np.array([c.probe(fed + k) for k in n])
     got = budget.lookups(fed, drafted, most)
     assert got == int(np.argmax(rate)) or rate[got] == pytest.approx(rate.max(), rel=1e-6)
 
@@ -153,7 +165,7 @@ def run_rounds(modes, budget, n, costs):
         g, c, kind = budget.gamma(), budget.now, mode.removesuffix("-all")
         scale, step, rest = costs[mode]
         fed = 1 if kind == "none" else g + 1
-        fwd, draft = scale * (c.base + c.slope * fed), 0.0 if kind == "none" else g * step
+        fwd, draft = scale * c.probe(fed), 0.0 if kind == "none" else g * step
         observe(budget, fed, fwd, draft, g - 1, (g - 1) * step)
         budget.observe_rest(rest)
         seconds = fwd + rest + (draft if kind == "sequential" else max(0.0, draft - fwd))

@@ -175,7 +175,7 @@ def check_args(args):
 PROBE_S = 1.0  # seconds the start-up probe spends per size at most (after 3 repetitions): the rounds re-measure
 
 
-def measure(target, draft, max_seqs, context_len=64, sizes=(1, 4, 8, 16, 32, 64), reps=9):
+def measure(target, draft, max_seqs, context_len=64, sizes=(1, 2, 4, 8, 16, 32, 64), reps=9):
     """Per-step time of the draft with k = 1..max_seqs sequences, and the target's forward time for
     n new tokens, on a context of `context_len` tokens."""
     ctx = [int(t) for t in np.random.default_rng(0).integers(3, min(draft.n_vocab, len(target.tokenizer)),
@@ -232,7 +232,7 @@ def measure_every_core(target, draft, cores):
     draft.set_threads(cores)
     target.set_threads(cores)
     try:
-        return measure(target, draft, 1, sizes=(1, 8, 16), reps=5)
+        return measure(target, draft, 1, sizes=(1, 2, 8, 16), reps=5)
     finally:
         draft.set_threads(threads[0])
         target.set_threads(threads[1])

@@ -207,6 +207,7 @@ class Answer:
     pending: list = field(default_factory=list)
     odds: list = field(default_factory=list)
     q: list = field(default_factory=list)  # the pending draft's draw distributions (None: deterministic)
+    looks: list = field(default_factory=list)  # (position, looked-up tokens) not yet judged by the answer's text
     reading: bool = False  # the draft is still reading the prompt (the prefill round's job is in flight)
     done: bool = False
 
@@ -292,7 +293,7 @@ class Rounds:
         ans.stats.gammas.append(gamma)
         p = Plan(mode, ans.pending, ans.odds, ans.q, prefill=prefill, draft_threads=draft_threads)
         if not p.chain and ans.room > 0:
-            p.chain, p.odds = free_candidates(ans.index, ans.seq, self.lookup_len(ans, gamma, [])), []
+            p.chain, p.odds = self.look_up(ans, [])[:self.lookup_len(ans, gamma, [])], []
             p.q = [None] * len(p.chain)
             p.looked_up = bool(p.chain)
             ans.stats.free_rounds += p.looked_up
@@ -302,11 +303,32 @@ class Rounds:
             p.chain, p.odds, p.q = caught.seqs[0], caught.odds[0], caught.rows(0)
             p.tree = caught.seqs[:caught.k] if caught.k > 1 else None
         if p.chain and not (p.looked_up or p.tree) and self.opt.extend:
-            p.extra = free_candidates(ans.index, ans.seq, self.lookup_len(ans, gamma, p.chain), p.chain)
+            p.extra = self.look_up(ans, p.chain)[:self.lookup_len(ans, gamma, p.chain)]
             ans.stats.free_rounds += bool(p.extra)
         if kind(mode) == "overlap" and not ans.reading:
             p.job = self.job_beside(ans, p, gamma)
         return p
+
+    def look_up(self, ans, tail):
+        """The tokens that followed an earlier occurrence of the last n-gram of seq + tail (up to LOOKUP_MOST), noted
+        to be judged by the text the answer goes on with, whether or not the forward takes them."""
+        found = free_candidates(ans.index, ans.seq, LOOKUP_MOST, tail)
+        if found:
+            ans.looks.append((len(ans.seq) + len(tail), found))
+        return found
+
+    def judge_lookups(self, ans):
+        """Looked-up tokens, fed or not, against the tokens the answer kept at their positions: the share the target
+        keeps (a forward's test of them is the same choice), learnt without feeding any."""
+        left = []
+        for pos, found in ans.looks:
+            kept = ans.seq[pos:pos + len(found)]
+            n = next((i for i, (a, b) in enumerate(zip(kept, found)) if a != b), len(kept))
+            if n < len(kept) or n == len(found):
+                self.budget.record_lookup(n, n + (n < len(found)))
+            else:
+                left.append((pos, found))
+        ans.looks = left
 
     def lookup_len(self, ans, gamma, chain):
         """Looked-up tokens the forward may take after `chain` (--lookup-len): as many as pay (auto), gamma, or N."""
@@ -385,9 +407,6 @@ class Rounds:
         extra = max(0, len(gained) - len(p.chain)) if p.extra else 0  # (a tree's path may outrun sequence 0)
         looked_up = len(gained) if p.looked_up else extra
         ans.stats.free_accepted += looked_up  # looked-up tokens say nothing of the draft's acceptance
-        tried = len(p.chain) if p.looked_up else len(p.extra) if v.held else 0  # (not reached: not tested)
-        if tried:
-            self.budget.record_lookup(looked_up, looked_up + (looked_up < tried))
         if not p.looked_up:
             drafted = len(gained) - looked_up
             self.budget.record(drafted, drafted + (not v.at_leaf))  # tested: the accepted, then a rejection
@@ -403,6 +422,7 @@ class Rounds:
         continues the accepted first token, or the branch that put the target's own token where the chain failed."""
         ans.seq += gained
         ans.new += gained
+        self.judge_lookups(ans)
         ans.accepts.append(len(gained))
         ans.done = stopped(gained, self.target.stop_ids)
         ans.pending, ans.odds, ans.q = drafts.continuation(p.job.context if p.job else [], ans.seq)

@@ -28,19 +28,27 @@ def ema(old, new, n, floor=0.2):
 
 class Costs:
     """One way of running's seconds, as its own rounds measure them (the start-up probe's until then): the
-    target's forward over n tokens (the probe's straight line, scaled), a draft job's fixed cost (catching up
+    target's forward over n tokens (the probe's curve, scaled), a draft job's fixed cost (catching up
     with its context, choosing its first tokens) and each further step, and the rest of a round (the loop's
     Python, the messages). Beside the target the draft steps slower than alone; on every core both are faster."""
 
     def __init__(self, draft_step, target_fwd):
-        ns = np.array(sorted(target_fwd), dtype=float)
-        self.slope, self.base = np.polyfit(ns, [target_fwd[int(n)] for n in ns], 1)
+        ns = sorted(target_fwd)
+        self.one = target_fwd[ns[0]] if ns[0] == 1 else None
+        more = [n for n in ns if n > 1] if self.one is not None and len(ns) > 2 else ns
+        self.slope, self.base = np.polyfit(more, [target_fwd[n] for n in more], 1)
         self.step = self.setup = draft_step[1]
         self.scale, self.rest = 1.0, 0.0
         self.seen = {"forward": 0, "draft": 0, "rest": 0}
 
+    def probe(self, n):
+        """The probe's forward over n tokens: one token's as timed, more on the straight line through the other
+        sizes. One token's forward runs other kernels (matrix-vector products), which on some CPUs cost a third of
+        two tokens'; a line through every size would miss that, a curve through each would follow the noise."""
+        return self.one if n == 1 and self.one is not None else self.base + self.slope * n
+
     def forward(self, n):
-        return self.scale * (self.base + self.slope * n)
+        return self.scale * self.probe(n)
 
     def draft(self, n):
         """Seconds to draft n tokens: the job's fixed cost gives the first, each step one more."""
@@ -55,7 +63,7 @@ class Costs:
         return self.seen[part]
 
     def observe_forward(self, fed, seconds):
-        self.scale = ema(self.scale, seconds / (self.base + self.slope * fed), self.count("forward"))
+        self.scale = ema(self.scale, seconds / self.probe(fed), self.count("forward"))
 
     def observe_draft(self, seconds, steps, step_s, single=1.0):
         """A job's seconds, `steps` of them decode steps (`step_s` seconds) over sequences that cost `single`
@@ -113,7 +121,8 @@ class Budget:
         return min(self.accepted / self.verified, 0.99)
 
     def lookup_alpha(self):
-        """The share of looked-up tokens the target kept in the question (of those it reached)."""
+        """The share of looked-up tokens the question's text kept (of those it reached), judged by the loop as the
+        answer grows, whether a forward took them or not."""
         return min(self.looked[0] / self.looked[1], 0.99)
 
     def record_lookup(self, accepted, verified):
