@@ -64,15 +64,23 @@ def test_looked_up_tokens_are_sized_by_the_forward_and_their_acceptance():
     steep.start_question()  # a new question starts from the prior again
     assert steep.lookup_alpha() == pytest.approx(0.5)
     assert steep.lookups(1, 0, 0) == 0
+    # one token's forward far under the line through the others (fp32 on AVX2: 0.75 s, then about 2 s): the first
+    # looked-up token costs most, so either none or many
+    bent = duodec.Budget("fixed", 4, {1: 1e-9}, {1: 0.75, 2: 2.0, 4: 2.15, 8: 2.45})
+    assert bent.lookups(1, 0, 10) == 0  # half of them kept: 1 / 0.75 s beats any length
+    bent.record_lookup(80, 90)  # (5 + 80) / 100
+    assert bent.lookups(1, 0, 10) == 10  # 5.5 tokens in 2.7 s
 
 
 @given(st.floats(0.01, 0.99), st.floats(0.01, 0.99), st.floats(0.1, 10.0), st.floats(0.0, 1.0),
-       st.integers(0, 8), st.integers(0, 16))
+       st.floats(0.1, 1.0), st.integers(0, 8), st.integers(0, 16))
 @settings(max_examples=300, deadline=None)
-def test_lookup_scan_finds_the_best_length(a, b, base, slope, drafted, most):
+def test_lookup_scan_finds_the_best_length(a, b, base, slope, one, drafted, most):
     """The scan that stops at the first fall picks what an argmax over every length picks: expected tokens (the
-    pending draft's, then looked-up ones reached if it holds) over the forward's time."""
-    budget = duodec.Budget("fixed", 4, {1: 1e-9}, {1: base + slope, 2: base + 2 * slope})
+    pending draft's, then looked-up ones reached if it holds) over the forward's time, one token's forward a
+    share `one` of the line's (so the rate may fall from no looked-up token to one, then rise)."""
+    line = lambda n: base + slope * n
+    budget = duodec.Budget("fixed", 4, {1: 1e-9}, {1: one * line(1), 2: line(2), 4: line(4)})
     at_acceptance(budget, a)
     budget.record_lookup(b * 100 - 5, 90)  # (5 + 100 b - 5) / (10 + 90)
     c, fed = budget.costs["overlap"], 1 + drafted

@@ -180,7 +180,8 @@ class Budget:
         flat in its tokens takes them all; a steep one (fp32 on narrow vector units) only those likely kept."""
         c, a, b = self.now, self.alpha(), self.lookup_alpha()
         tokens, reach = chain_tokens(a, drafted), a ** drafted
-        n_best, best = 0, tokens / (c.forward(fed) + c.rest)
+        none = tokens / (c.forward(fed) + c.rest)
+        n_best, best = 0, 0.0
         for n in range(1, most + 1):  # tokens rise ever less, the time linearly: stop where it stops rising
             reach *= b
             tokens += reach
@@ -188,7 +189,8 @@ class Budget:
             if rate <= best:
                 break
             n_best, best = n, rate
-        return n_best
+        # (none apart: one token's forward may cost far less than the line, so the rate can fall, then rise)
+        return n_best if best > none else 0
 
     def observe_rest(self, seconds):
         if not self.switched:
