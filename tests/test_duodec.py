@@ -134,11 +134,10 @@ def test_looked_up_tokens_ride_after_the_pending_draft(tiny, monkeypatch):
     target = Target(tiny["target"])
     prompts = [target.tokenizer(p)["input_ids"] for p in PROMPTS[:8]]
     draft = Draft(str(tiny["target"]) + ".gguf", n_ctx=512)  # the target's twin: the pending draft holds
-    truths, asked = [], []
+    truths = []
 
     def oracle(shift):
         def lookup(index, seq, n, tail=()):
-            asked.append(n)
             whole = list(seq) + list(tail)
             truth = next(t for t in truths if t[:len(seq)] == list(seq))
             if not tail or truth[:len(whole)] != whole:
@@ -150,7 +149,6 @@ def test_looked_up_tokens_ride_after_the_pending_draft(tiny, monkeypatch):
     for name, shift, most in (("off", None, 10), ("right", 0, 10), ("right, gamma", 0, "gamma"), ("wrong", 1, 10)):
         if shift is not None:
             monkeypatch.setattr(loop, "free_candidates", oracle(shift))
-        asked.clear()
         # drafts of gamma tokens and the prompt read before round 2: rounds that no timing changes
         fwd = duodec.make(args(gamma="3", no_fit=True, wait_for_prompt=True, no_lookup_extend=shift is None,
                                lookup_len=most), target, draft)
@@ -160,9 +158,8 @@ def test_looked_up_tokens_ride_after_the_pending_draft(tiny, monkeypatch):
             fwd.close()
         greedy_mismatches(target, prompts, [g.token_ids for g in outs], 48, f"looked-up tokens {name}")
         truths = truths or [p + g.token_ids for p, g in zip(prompts, outs)]
-        runs[name] = (sum(g.stats["free_accepted"] for g in outs), sum(g.decoding_steps for g in outs), max(asked, default=0))
-    print("free tokens, rounds, most asked", runs)
-    assert runs["right"][2] == 10 and runs["right, gamma"][2] == 3
+        runs[name] = (sum(g.stats["free_accepted"] for g in outs), sum(g.decoding_steps for g in outs))
+    print("free tokens, rounds", runs)
     assert runs["right"][0] > runs["right, gamma"][0] > 0
     assert runs["right"][1] < runs["right, gamma"][1] < runs["off"][1]
     assert runs["wrong"][0] == 0 and runs["wrong"][1] == runs["off"][1]
