@@ -43,7 +43,7 @@ class Costs:
 
     def probe(self, n):
         """The probe's forward over n tokens: one token's as timed, more on the straight line through the other
-        sizes. One token's forward runs other kernels (matrix-vector products), which on some CPUs cost a third of
+        sizes. One token's forward runs other kernels (matrix-vector products), which on some CPUs cost half of
         two tokens'; a line through every size would miss that, a curve through each would follow the noise."""
         return self.one if n == 1 and self.one is not None else self.base + self.slope * n
 
