@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from src.model.base import Clock, chain_step, finish, stopped, tree_step
+from src.model.base import Clock, chain_step, common_prefix, finish, stopped, tree_step
 from src.model.duodec.drafter import Drafts
 from src.model.duodec.policy import LOOKUP_MOST
 from src.model.duodec.rules import branch_points, kind, on_every_core
@@ -323,7 +323,7 @@ class Rounds:
         left = []
         for pos, found in ans.looks:
             kept = ans.seq[pos:pos + len(found)]
-            n = next((i for i, (a, b) in enumerate(zip(kept, found)) if a != b), len(kept))
+            n = common_prefix(kept, found)
             if n < len(kept) or n == len(found):
                 self.budget.record_lookup(n, n + (n < len(found)))
             else:
