@@ -16,9 +16,13 @@ out=wheels
 mkdir -p "$out"
 pin() { grep -E "^$1==" requirements.txt; }
 py=${PYTHON:-python3}
-if ! ls "$out"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+flags="-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_OPENMP=ON"
+# the portable build takes many minutes: kept outside the checkout, under the pin and flags it was built with
+# (pip's own wheel cache would hand back the native build of .venv, whose key ignores CMAKE_ARGS)
+built=${DUODEC_CACHE:-$HOME/.cache/duodec}/wheels/$(echo "$(pin llama-cpp-python) $flags" | sha256sum | cut -c1-16)
+if ! ls "$out"/llama_cpp_python-*.whl >/dev/null 2>&1 && ! ls "$built"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   build=$(mktemp -d)
-  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_OPENMP=ON" \
+  CMAKE_ARGS="$flags" \
     "$py" -m pip wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python "$(pin llama-cpp-python)" -w "$build"
   # Slim it to what the package loads: the CPU variants beside libllama, one file per library
   # (a wheel stores every symlink as a copy), no headers, no second lib/ folder.
@@ -29,9 +33,12 @@ if ! ls "$out"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   rm -rf "$pkg/bin" "$pkg/lib" "$pkg/include"
   rm -f "$pkg"/llama_cpp/lib/*.so.*.* "$pkg/llama_cpp/lib/libggml-base.so" "$pkg/llama_cpp/lib/libmtmd.so.0"
   cp "$(gcc -print-file-name=libgomp.so.1)" "$pkg/llama_cpp/lib/"
-  "$py" -m wheel pack -d "$out" "$pkg"
-  rm -rf "$build"
+  rm -rf "$built.part" && mkdir -p "$built.part"
+  "$py" -m wheel pack -d "$built.part" "$pkg"
+  rm -rf "$build" "$built"
+  mv "$built.part" "$built"  # whole or not at all
 fi
+ls "$out"/llama_cpp_python-*.whl >/dev/null 2>&1 || cp "$built"/llama_cpp_python-*.whl "$out/"
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$out" "$(pin draftretriever)"
 "$py" -m pip download -q --no-deps -d "$out" "$(pin gguf)" "$(pin fschat)" "$(pin shortuuid)" "$(pin diskcache)"

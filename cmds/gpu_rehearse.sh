@@ -3,9 +3,10 @@
 #   1. build the bundle (cmds/bundle_offline.sh) and REST's datastore, both carried;
 #   2. copy exactly what travels (tracked files, untracked files git does not ignore, the carried paths) to a
 #      fresh folder, and refuse when it is over the device tool's 64 MiB;
-#   3. make a fresh Python environment with the image's versions of what the project imports (transformers 5.17.0,
-#      tokenizers 0.23.2, huggingface_hub 1.33.0, safetensors 0.8.0, accelerate 1.15.0; torch as this disk's CPU
-#      build, the image's Python 3.12 having none here), and check that every wheel for the image's 3.12 fits it;
+#   3. make (once; kept under $DUODEC_CACHE) a Python environment with the image's versions of what the project
+#      imports (transformers 5.17.0, tokenizers 0.23.2, huggingface_hub 1.33.0, safetensors 0.8.0, accelerate
+#      1.15.0; torch as this disk's CPU build, the image's Python 3.12 having none here), and check that every
+#      wheel for the image's 3.12 fits it;
 #   4. run the device command there as the device runs it (wheels installed with --no-index --no-deps --target,
 #      PYTHONPATH, one import check), its CPU smoke, with $OUT set;
 #   5. check what came back in $OUT against the device tool's limits (8 files, 16 MiB each, 2 folders deep).
@@ -40,13 +41,16 @@ if [ "$size" -gt "$LIMIT" ]; then
 fi
 
 # 3. the image's versions, and the wheels its Python 3.12 will take
-image=$work/image
-if [ ! -x "$image/bin/python" ]; then
+# (kept outside the checkout under its versions, made whole or made again: it takes minutes)
+versions="torch==2.13.0 transformers==5.17.0 tokenizers==0.23.2 huggingface_hub==1.33.0 safetensors==0.8.0 \
+accelerate==1.15.0 numpy scipy tqdm matplotlib"
+image=${DUODEC_CACHE:-$HOME/.cache/duodec}/rehearsal-image-$(echo "$versions" | sha256sum | cut -c1-16)
+if [ ! -e "$image/complete" ]; then
+  rm -rf "$image"
   python3 -m venv "$image"
   "$image/bin/python" -m pip install -q --upgrade pip
-  "$image/bin/python" -m pip install -q torch==2.13.0
-  "$image/bin/python" -m pip install -q transformers==5.17.0 tokenizers==0.23.2 huggingface_hub==1.33.0 \
-    safetensors==0.8.0 accelerate==1.15.0 numpy scipy tqdm matplotlib
+  "$image/bin/python" -m pip install -q $versions
+  touch "$image/complete"
 fi
 for w in wheels/*.whl; do
   tags=$(basename "$w" .whl | rev | cut -d- -f1-3 | rev)

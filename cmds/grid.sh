@@ -1,9 +1,9 @@
 # Sourced by the upstream-grid scripts: run_grid TARGET_NAME SPS_DRAFT METHOD_SPECS...
 # A METHOD_SPEC is "label:method[:extra flags]". Every bench of the study; 128 new tokens
 # (32 for qa and rag when SHORT_QA_RAG=1, as upstream's Llama scripts), 10 warm-up questions, greedy.
-# A smoke size: GRID_LIMIT=N questions per bench, GRID_TOKENS=N new tokens.
+# A smoke size: GRID_LIMIT=N questions per bench, GRID_TOKENS=N new tokens, GRID_BENCHES="qa humaneval" some benches.
 set -euo pipefail
-BENCHES="mt_bench translation summarization qa math_reasoning rag humaneval"
+BENCHES=${GRID_BENCHES:-"mt_bench translation summarization qa math_reasoning rag humaneval"}
 
 run_grid() {
   local target=$1; shift

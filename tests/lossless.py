@@ -11,6 +11,10 @@ from src.verify import logits_to_probs
 
 log = logging.getLogger("lossless")
 TIE_GAP = 1e-4
+# The significance level of every sampling test. About twenty run in a full pass, over rounds that machine load
+# reshapes (so their draws differ from run to run): at 0.01 one pass in seven or so would fail by chance alone.
+# At 1e-3 a 20% tilt of the target's distribution still fails by far (test_lossless_checks.py).
+ALPHA = 1e-3
 PROMPTS = [
     "def add(a, b):\n", "class Point:\n", "for i in range(10):\n", "import os\n", "The quick brown fox",
     "if __name__ == '__main__':\n", "    return a + b\n", "def __init__(self, x, y):\n", "print(i * i)\n",

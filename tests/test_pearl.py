@@ -7,7 +7,7 @@ import pytest
 from src.backends.target import Target
 from src.model import pearl
 from src.model.base import Cores, Sampling
-from tests.lossless import PROMPTS, greedy_mismatches, sampling_pvalue
+from tests.lossless import ALPHA, PROMPTS, greedy_mismatches, sampling_pvalue
 
 CORES = len(os.sched_getaffinity(0))
 
@@ -42,6 +42,6 @@ def test_sampling_matches_ar_distribution(tiny_vocab):
         prompt = [1, 5, 6]
         pval = sampling_pvalue(fwd, target, prompt, 4000, n=2)  # a pipe round trip per round: fewer, shorter
         print(f"pearl chi-square p = {pval:.3f}")
-        assert pval > 0.01
+        assert pval > ALPHA
     finally:
         fwd.close()

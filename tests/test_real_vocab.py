@@ -114,10 +114,12 @@ def test_templates_match_fschat_and_bos_once(standins):
 
 @pytest.mark.slow
 def test_upstream_grid_runs_on_the_standins(standins, tmp_path):
-    env = {**os.environ, "DUODEC_MODELS_DIR": str(standins), "GRID_LIMIT": "2", "GRID_TOKENS": "16",
+    # every script and method, on three benches: multi-turn (mt_bench), single-turn (qa), raw template (humaneval)
+    benches = ["mt_bench", "qa", "humaneval"]
+    env = {**os.environ, "DUODEC_MODELS_DIR": str(standins), "GRID_LIMIT": "1", "GRID_TOKENS": "16",
+           "GRID_BENCHES": " ".join(benches),
            "GRID_WARMUP": "0", "GRID_OUT": str(tmp_path), "DRAFT_THREADS": "1", "PYTHON": sys.executable,
            "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    benches = ["mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag", "humaneval"]
     for script, labels in (("duodec_llama.sh", ("duodec", "pearl", "duodec-paper")),
                            ("baseline_llama.sh", ("sps", "pld", "lookahead", "rest"))):
         p = subprocess.run(["bash", f"cmds/{script}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
@@ -125,5 +127,5 @@ def test_upstream_grid_runs_on_the_standins(standins, tmp_path):
         for bench in benches:
             for label in ("ar", *labels):
                 lines = (tmp_path / "llama-2-7b" / bench / f"{label}.jsonl").read_text().splitlines()
-                assert len(lines) == 2
+                assert len(lines) == 1
         assert p.stdout.count("speedup") == len(labels) * len(benches)  # a speed table per method and bench

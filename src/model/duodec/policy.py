@@ -50,6 +50,11 @@ class Costs:
     def forward(self, n):
         return self.scale * self.probe(n)
 
+    def line(self, n):
+        """The forward on the line alone, one token included: the cost of gamma in the paper's rule, whose rounds
+        feed gamma drafts and the token before them, never one token's kernels."""
+        return self.scale * (self.base + self.slope * n)
+
     def draft(self, n):
         """Seconds to draft n tokens: the job's fixed cost gives the first, each step one more."""
         return self.setup + (n - 1) * self.step if n > 0 else 0.0
@@ -210,7 +215,7 @@ class Budget:
             g, best_rate, tokens, reach = 1, 0.0, 0.0, 1.0
             for n in range(1, self.cap + 1):
                 tokens, reach = tokens + reach, reach * a
-                f, d = c.forward(n), c.draft(n)
+                f, d = c.line(n), c.draft(n)
                 rate = tokens / (f + d if what == "sequential" else max(f, d))
                 if rate < best_rate:
                     break
