@@ -47,6 +47,15 @@ positive = ranged(int, 1)
 non_negative = ranged(int, 0)
 
 
+def non_negative_or(*words):
+    """An argparse type: one of `words`, or an integer >= 0."""
+    def parse(text):
+        return text if text in words else non_negative(text)
+
+    parse.__name__ = "int"
+    return parse
+
+
 def positive_or(*words):
     """An argparse type: one of `words`, or an integer >= 1."""
     def parse(text):

@@ -18,6 +18,17 @@ MODELS_DIR = Path(os.environ.get("DUODEC_MODELS_DIR", "/models"))
 CACHE = Path(os.environ.get("DUODEC_CACHE", "~/.cache/duodec")).expanduser()
 FETCH_REAL = "python -m src.tools.fetch_real_pair"
 
+
+def portable(path):
+    """A path as answer and result files record it: relative to the repo, or $DUODEC_CACHE/... under the model
+    cache, so that committed files name no machine's directories; other paths as given."""
+    path = Path(path).resolve()
+    for base, name in ((ROOT, None), (CACHE.resolve(), "$DUODEC_CACHE")):
+        if path.is_relative_to(base):
+            rel = path.relative_to(base).as_posix()
+            return f"{name}/{rel}" if name else rel
+    return str(path)
+
 MODELS = {
     # the upstream DuoDecoding set-up
     "llama-2-7b": {"path": MODELS_DIR / "Llama-2-7b-chat-hf", "template": "llama-2"},

@@ -136,10 +136,8 @@ def test_rounds_draft_what_fits_in_their_forward():
 
 def test_depths_by_hand():
     steps = {1: 0.001, 2: 0.0015, 4: 0.002, 8: 0.004}
-    split = duodec.Budget("fixed", 12, steps, {1: 1.0, 2: 2.0}, "split").depths(12)
+    split = duodec.Budget("fixed", 12, steps, {1: 1.0, 2: 2.0}).depths(12)
     assert split == {1: 12, 2: 6, 3: 4, 4: 3, 5: 2, 6: 2, 7: 1, 8: 1}
-    full = duodec.Budget("fixed", 12, steps, {1: 1.0, 2: 2.0}, "full").depths(12)
-    assert full[1] == 12 and full[2] == 8 and full[4] == 6 and full[8] == 3  # 12 steps of k = 1 in the same time
 
 
 def test_mode_rates_by_hand():
@@ -237,3 +235,13 @@ def test_forced_mode_is_kept():
     b = hand_budget()
     modes = duodec.Modes(b, forced="none", tune=duodec.Tunables(explore_after=2, every=1))
     assert set(run_rounds(modes, b, 50, QUIET)) == {"none"}
+
+
+def test_auto_catch_up_drafts_what_a_sequential_round_would():
+    """A cheap draft beside a flat forward: after a rejection the pipeline restarts with SpS's round, and the overlap
+    mode's rate counts that round as its empty one."""
+    costs = ({1: 0.02}, {1: 0.25, 2: 0.25, 4: 0.26, 8: 0.28, 16: 0.32})
+    auto = duodec.Budget("acceptance", None, *costs, catch_up="auto")
+    none = duodec.Budget("acceptance", None, *costs)
+    assert auto.catch_up_len() == auto.best("sequential")[0] > 2 and none.catch_up_len() == 0
+    assert auto.best("overlap")[1] > none.best("overlap")[1]

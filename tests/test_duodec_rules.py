@@ -1,5 +1,6 @@
 """DuoDecoding's rules (src/model/duodec/rules.py), by hand: the theta rule, the paper's gamma, branch points."""
 import numpy as np
+import pytest
 
 from src.model import duodec
 
@@ -26,7 +27,16 @@ def test_branch_points_on_hand_made_odds():
     # (p_top, runner-up, p_runner-up) per pending token; reach: 1, 0.9, 0.45, 0.36
     odds = [(0.9, 11, 0.05), (0.5, 12, 0.4), (0.8, 13, 0.1), duodec.drafter.NOT_TOP]
     # weights: 0.05, 0.36, 0.045 (under the floor), none
-    assert duodec.branch_points(odds, 100, 2) == [(101, 12), (100, 11)]
-    assert duodec.branch_points(odds, 100, 1) == [(101, 12)]
-    assert duodec.branch_points(odds, 100, 0) == []
-    assert duodec.branch_points(odds, 100, 4, floor=0.01) == [(101, 12), (100, 11), (102, 13)]
+    points = lambda *a, **kw: [(pos, t, round(p, 6)) for pos, t, p in duodec.branch_points(*a, **kw)]
+    assert points(odds, 100, 2) == [(101, 12, 0.36), (100, 11, 0.05)]
+    assert points(odds, 100, 1) == [(101, 12, 0.36)]
+    assert points(odds, 100, 0) == []
+    assert points(odds, 100, 4, floor=0.01) == [(101, 12, 0.36), (100, 11, 0.05), (102, 13, 0.045)]
+
+
+def test_overlap_rate_against_the_two_state_chain_worked_by_hand():
+    # a = 0.5, g = 1. Full round: 1 s, gains 1.5 tokens, stays full w.p. 0.25.
+    # No catch-up: empty round 1 s, 1 token, fills w.p. 0.5 -> stationary (0.6, 0.4): 1.2 tokens a second.
+    assert duodec.overlap_rate(0.5, 1.0, 1.0, 1) == pytest.approx(1.2)
+    # One catch-up token: empty round 2 s, gains 1.5, fills w.p. 0.25 -> (0.75, 0.25): 1.5 tokens in 1.75 s.
+    assert duodec.overlap_rate(0.5, 1.0, 2.0, 1, c=1) == pytest.approx(6 / 7)

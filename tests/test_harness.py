@@ -6,12 +6,12 @@ import pytest
 
 from src.backends.target import Target
 from src.eval import answers
-from src.eval.inference import Run, main as inference_main, run_eval, turn_order
+from src.eval.inference import Run, answer_record, main as inference_main, run_eval, turn_order
 from src.eval.prompts import PromptError, build_prompt
-from src.eval.questions import QuestionFileError, load_questions, questions_for
+from src.eval.questions import SPLITS, QuestionFileError, load_questions, per_category, questions_for
 from src.eval.speed import compare, main as speed_main
 from src.model.autoregressive import generate
-from tests.conftest import ROOT, SHARED, write_jsonl
+from tests.conftest import ROOT, specbench, write_jsonl
 
 QS = [{"question_id": i, "category": "code", "turns": [f"def f{i}(x):\n"]} for i in range(1, 6)]
 
@@ -78,24 +78,23 @@ def test_empty_and_overlong_prompts(tiny, tmp_path):
 
 
 def test_spec_bench_files_and_templates():
-    if not SHARED.is_dir():
-        pytest.skip("../shared/data/specbench not present")
+    specbench()
     qs = questions_for("spec_bench")
     assert len(qs) == 480 and {q["category"] for q in qs} == {
         "mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag"}
     assert all(len(q["turns"]) == 2 for q in qs if q["category"] == "mt_bench")
     he = questions_for("humaneval")
-    assert len(he) == 164 and he[0]["question_id"] == 0
+    assert len(he) == 164 and he[0]["question_id"] == 1000
+    both = questions_for("spec_bench_humaneval")
+    assert len({q["question_id"] for q in both}) == len(both) == 644  # one id per question, whatever the split
     p2 = build_prompt("vicuna_v1.1", ["Hi?", "More?"], ["Hello."])
     assert p2.index("Hi?") < p2.index("Hello.") < p2.index("More?") and p2.rstrip().endswith("ASSISTANT:")
     assert "[INST]" in build_prompt("llama-2", ["Hi?"], [])
 
 
 def test_cli_humaneval_three_lines_and_speed_one(tiny, tmp_path, capsys):
-    if not SHARED.is_dir():
-        pytest.skip("../shared/data/specbench not present")
     out = tmp_path / "a.jsonl"
-    inference_main(["--method", "ar", "--bench", "humaneval", "--question-file", str(SHARED / "humaneval.jsonl"),
+    inference_main(["--method", "ar", "--bench", "humaneval", "--question-file", str(specbench() / "humaneval.jsonl"),
                     "--target", str(tiny["target"]), "--limit", "3", "--answer-file", str(out),
                     "--max-new-tokens", "16"])
     assert len(out.read_text().splitlines()) == 3
@@ -176,3 +175,34 @@ def test_turn_order_is_reproducible_and_changes_neighbours():
     assert all(len(b) == len(runs) - 1 for b in behind.values()), behind
     firsts = [o[0] for o in orders]
     assert min(firsts.count(r) for r in runs) > 200 / len(runs) / 2
+
+
+def test_splits_take_their_questions_of_each_category():
+    qs = [{"question_id": c * 100 + i, "category": cat} for c, cat in enumerate("ab") for i in range(16)]
+    dev, test = per_category(qs, 4, SPLITS["dev"]), per_category(qs, 4, SPLITS["test"])
+    assert [q["question_id"] for q in dev[:4]] == [0, 100, 1, 101]
+    assert sorted(q["question_id"] % 100 for q in test) == sorted([10, 11, 12, 13] * 2)
+    assert not {q["question_id"] for q in dev} & {q["question_id"] for q in test}
+
+
+def test_mt_bench_answers_carry_spec_bench_categories(tmp_path):
+    """Spec-Bench's speed.py selects MT-bench by its own categories (writing, ...): the answer line keeps one, and
+    this harness reads it back as mt_bench."""
+    q = {"question_id": 81, "category": "mt_bench", "subcategory": "writing", "turns": ["Hi?"]}
+    line = answer_record(q, {"turns": ["Hello."]}, "ar")
+    assert line["category"] == "writing"
+    qa = {"question_id": 200, "category": "qa", "turns": ["Who?"]}
+    write_jsonl(tmp_path / "a.jsonl", [line, answer_record(qa, {"turns": ["Me."]}, "ar")])
+    got = answers.load(tmp_path / "a.jsonl")
+    assert [(a["category"], a.get("subcategory")) for a in got] == [("mt_bench", "writing"), ("qa", None)]
+
+
+def test_specbench_found_where_the_harness_reads_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECBENCH_DIR", str(tmp_path))
+    assert specbench() == tmp_path
+
+
+def test_recorded_paths_name_no_machine(monkeypatch):
+    from src.utils import CACHE, portable
+    assert portable(ROOT / "data/rest/demo.idx") == "data/rest/demo.idx"
+    assert portable(CACHE / "rest/qwen-coder.idx") == "$DUODEC_CACHE/rest/qwen-coder.idx"

@@ -45,3 +45,13 @@ def test_sampling_matches_ar_distribution(tiny_vocab):
         assert pval > ALPHA
     finally:
         fwd.close()
+
+
+def test_worker_loads_the_twin_the_parent_measured():
+    """PEARL's worker process loads the draft as the parent holds it: a twin at its shape, not its small source."""
+    from src.backends.hf_draft import HFDraft
+    from src.model.duodec.worker import WorkerSpec
+    from tests.test_twins import DEMO
+    draft = HFDraft(Target(DEMO / "demo-draft", twin="512x6x1024"))
+    loaded = WorkerSpec.of(draft, None).load()
+    assert loaded.model.config.hidden_size == 512 and loaded.model.config.num_hidden_layers == 6

@@ -15,7 +15,7 @@ from src.eval.questions import questions_for
 from src.tools.make_standins import STANDINS, make_standins, vocab_dir
 from src.tools.vocab_tokenizer import hf_tokenizer, read_vocab, reference_cases
 from src.utils import MODELS
-from tests.conftest import ROOT, SHARED
+from tests.conftest import ROOT, specbench
 
 VOCAB = vocab_dir()
 pytestmark = pytest.mark.skipif(VOCAB is None, reason="llama.cpp's vocabulary files not found: run "
@@ -63,8 +63,7 @@ def llama_cpp_ids(draft, text):
 
 def chat_prompts(template):
     """Every Spec-Bench and HumanEval prompt, MT-bench's second turns included (after a fixed answer)."""
-    if not SHARED.is_dir():
-        pytest.skip("../shared/data/specbench not present")
+    specbench()
     for q in questions_for("spec_bench") + questions_for("humaneval"):
         for n in range(1, len(q["turns"]) + 1):
             yield build_prompt(template, q["turns"][:n], ["Sure. Here is my answer."] * (n - 1))

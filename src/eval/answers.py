@@ -9,6 +9,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from src.eval.questions import MT_BENCH_CATEGORIES
+
 
 class AnswerFileError(ValueError):
     pass
@@ -81,6 +83,8 @@ def load(path):
                 raise AnswerFileError(f"{path}:{lineno}: malformed answer line ({e.msg})") from None
             if not isinstance(record, dict) or "question_id" not in record:
                 raise AnswerFileError(f"{path}:{lineno}: not an answer (no question_id)")
+            if record.get("category") in MT_BENCH_CATEGORIES:  # Spec-Bench's label for MT-bench's sub-categories
+                record["subcategory"], record["category"] = record["category"], "mt_bench"
             by_id[record["question_id"]] = record
     return [by_id[k] for k in sorted(by_id, key=lambda k: (isinstance(k, str), k))]
 

@@ -19,7 +19,7 @@ from src.eval.cli import run_cli
 from src.eval.host import host_tag, machine
 from src.eval.inference import Run, add_common_args, answer_config, close_run, run_eval, run_settings
 from src.eval.report import print_beside, write_report
-from src.eval.questions import BENCHES, per_category, questions_for
+from src.eval.questions import BENCHES, SPLITS, per_category, questions_for
 from src.eval.speed import compare, table
 from src.model import load_draft, load_target, make_method, method_args, plan_cores
 from src.model.base import Sampling
@@ -42,20 +42,11 @@ VARIANTS = {
     "hf-lookup": ("hf", None, ["--mode", "lookup"]),
     # ablations: the paper's scheme, then one lever of the default undone (or an option added) at a time
     "duodec-paper": ("duodec", "gguf", ["--preset", "paper"]),
-    "duodec-theta": ("duodec", "gguf", ["--max-seqs", "8"]),
-    "duodec-catch-up": ("duodec", "gguf", ["--catch-up", "4"]),
-    "duodec-branches": ("duodec", "gguf", ["--branches", "2"]),
-    "duodec-no-fit": ("duodec", "gguf", ["--no-fit"]),
+    # the previous default: the mode chosen by the rounds' measured costs
+    "duodec-previous": ("duodec", "gguf", ["--mode", "auto"]),
+    "duodec-branches": ("duodec", "gguf", ["--branches", "4"]),
     "duodec-no-lookup": ("duodec", "gguf", ["--lookup-ngram", "0"]),
     "duodec-no-extend": ("duodec", "gguf", ["--no-lookup-extend"]),
-    "duodec-lookup-gamma": ("duodec", "gguf", ["--lookup-len", "gamma"]),
-    "duodec-lookup-10": ("duodec", "gguf", ["--lookup-len", "10"]),
-    "duodec-thread": ("duodec", "gguf", ["--worker", "thread"]),
-    "duodec-no-spin": ("duodec", "gguf", ["--spin-ms", "0"]),
-    "duodec-pin": ("duodec", "gguf", ["--pin-cores"]),
-    "duodec-time": ("duodec", "gguf", ["--gamma-rule", "time"]),
-    "duodec-overlap": ("duodec", "gguf", ["--mode", "overlap"]),
-    "duodec-tree": ("duodec", "gguf", ["--verify", "tree", "--max-seqs", "8", "--catch-up", "4"]),
     "duodec-greedy-drafts": ("duodec", "gguf", ["--drafts", "greedy"]),
     "duodec-wait-prompt": ("duodec", "gguf", ["--wait-for-prompt"]),
 }
@@ -77,7 +68,11 @@ def parser():
     ap.add_argument("--limit", type=positive, default=None)
     ap.add_argument("--categories", default=None, help="comma-separated: only these categories' questions")
     ap.add_argument("--per-category", type=positive, default=None,
-                    help="the first N questions of each category, categories taking turns (before --limit)")
+                    help="N questions of each category from the --split's first, categories taking turns "
+                         "(before --limit; default with --split: 4)")
+    ap.add_argument("--split", choices=sorted(SPLITS), default=None,
+                    help="dev: each category's questions 0-3 (0-based), on which defaults are chosen; test: 10-13, "
+                         "on which none is, for the figures one reports")
     ap.add_argument("--hf-draft", default="demo-draft", help="the draft of 'sps' (HF, on the target's device)")
     ap.add_argument("--gguf-draft", default="demo-draft-gguf", help="the draft of the llama.cpp variants")
     ap.add_argument("--time-budget", type=positive, default=None, help="seconds: start no question after "
@@ -145,8 +140,8 @@ def main(argv=None):
             ap.error(f"--categories: no {', '.join(sorted(set(wanted) - set(known)))} in {args.bench}; "
                      f"choose from {', '.join(known)}")
         questions = [q for q in questions if q["category"] in wanted]
-    if args.per_category:
-        questions = per_category(questions, args.per_category)
+    if args.per_category or args.split:
+        questions = per_category(questions, args.per_category or 4, SPLITS.get(args.split, 0))
     questions = questions[:args.limit]
     folder = run_folder(args, host)
     with answers.locked([folder / f"{name}.jsonl" for name in names]):  # one writer, before any model loads
@@ -179,7 +174,8 @@ def measure(args, names, folder, host, questions, started):
 def summarise(folder, names, args, host, n_questions):
     """table.md and summary.json of a run folder; returns the text."""
     report = [f"# {args.bench}: {n_questions} questions, {args.max_new_tokens} new tokens, "
-              f"temperature {args.temperature}, cores {args.regime}", "", "Machine: " + json.dumps(host), ""]
+              f"temperature {args.temperature}, cores {args.regime}"
+              + (f", {args.split} split" if args.split else ""), "", "Machine: " + json.dumps(host), ""]
     base = answers.load(folder / "ar.jsonl")
     summary = {}
     for name in names:
@@ -190,7 +186,8 @@ def summarise(folder, names, args, host, n_questions):
         report += ["```", table(res, f"{name} vs ar"), "```", ""]
     text = "\n".join(report)
     (folder / "table.md").write_text(text + "\n")
-    (folder / "summary.json").write_text(json.dumps({"machine": host, "results": summary}, indent=1) + "\n")
+    (folder / "summary.json").write_text(json.dumps({"machine": host, "split": args.split, "results": summary},
+                                                    indent=1) + "\n")
     return text
 
 

@@ -95,7 +95,9 @@ def answer_question(forward, question, tokenizer, cfg, gen, max_new_tokens):
 
 
 def answer_record(question, choice, model_id):
-    return {"question_id": question["question_id"], "category": question["category"],
+    """An answer line as Spec-Bench writes it: an MT-bench question under its own category (writing, ...), which
+    Spec-Bench's speed.py selects MT-bench by; answers.load reads those as mt_bench."""
+    return {"question_id": question["question_id"], "category": question.get("subcategory", question["category"]),
             "answer_id": shortuuid.uuid(), "model_id": model_id, "choices": [choice], "tstamp": time.time()}
 
 

@@ -13,6 +13,10 @@ BENCHES.update({"spec_bench": SPEC_BENCH, "humaneval": ["humaneval"], "spec_benc
                 "demo": ["code", "code-cont"]})
 
 
+# HumanEval/n becomes question n + 1000: Spec-Bench's ids run to 560, and one run holds both
+HUMANEVAL_ID_BASE = 1000
+
+
 class QuestionFileError(ValueError):
     pass
 
@@ -43,7 +47,7 @@ def normalise(record, where):
     if "task_id" in record and "prompt" in record:
         if not str(record["prompt"]).strip():
             raise QuestionFileError(f"{where}: task {record['task_id']} has an empty prompt")
-        return {"question_id": int(str(record["task_id"]).rsplit("/", 1)[-1]), "category": "humaneval",
+        return {"question_id": HUMANEVAL_ID_BASE + int(str(record["task_id"]).rsplit("/", 1)[-1]), "category": "humaneval",
                 "turns": [record["prompt"]]}
     if "question_id" not in record or "turns" not in record:
         raise QuestionFileError(f"{where}: a question needs 'question_id' and 'turns' (or HumanEval's "
@@ -90,13 +94,17 @@ def load_questions(path):
     return out
 
 
-def per_category(questions, n):
-    """The first n questions of each category, taken in turns (one of each category, then the next), so that a
-    run cut short by a time budget still covers every category."""
+# Where each split starts in every category's file order: defaults are chosen on dev, the README reports test
+SPLITS = {"dev": 0, "test": 10}
+
+
+def per_category(questions, n, start=0):
+    """Questions start .. start + n - 1 (0-based) of each category, taken in turns (one of each category, then
+    the next), so that a run cut short by a time budget still covers every category."""
     by_cat = {}
     for q in questions:
         by_cat.setdefault(q["category"], []).append(q)
-    return [qs[i] for i in range(n) for qs in by_cat.values() if i < len(qs)]
+    return [qs[i] for i in range(start, start + n) for qs in by_cat.values() if i < len(qs)]
 
 
 def questions_for(bench=None, question_file=None):

@@ -421,6 +421,8 @@ LABELS = {"hf-ar": "transformers `generate`", "hf-assisted": "transformers assis
           "hf-lookup": "transformers prompt lookup", "sps": "SpS, HF draft", "sps-gguf": "SpS, GGUF draft",
           "pld": "PLD", "rest": "REST", "duodec": "**DuoDecoding**", "duodec-paper": "DuoDecoding, the paper's preset",
           "lookahead": "Lookahead", "pearl": "PEARL", "duodec-greedy-drafts": "DuoDecoding, greedy drafts",
+          "duodec-previous": "DuoDecoding, the previous default (`--mode auto`)",
+          "duodec-branches": "DuoDecoding, outcomes pre-drafted (`--branches 4`)",
           "duodec-theta": "DuoDecoding, k sequences (`--max-seqs 8`)",
           "duodec-tree": "DuoDecoding, k-sequence trees after a rejection (`--verify tree`)",
           "duodec-wait-prompt": "DuoDecoding, waiting for the draft to read the prompt",

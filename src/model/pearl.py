@@ -40,9 +40,7 @@ def make(args, target, draft):
     target.set_threads(threads)
     draft_step, target_fwd = measure(target, hf, 1)
     budget = Budget("fixed", args.gamma, draft_step, target_fwd)
-    # both sides on the target's cores, so neither spins for a message: a spinning side takes the core the other
-    # computes on (with a forward shorter than the spin, the whole of it)
-    worker = ProcessWorker(hf, own, 0.0)
+    worker = ProcessWorker(hf, own)
     rounds = Rounds(target, worker, (budget, Modes(budget, forced="overlap")), Options(max_seqs=1, fit=False),
                     Threads(threads, threads))
     forward = pinned_forward(rounds, worker, own)

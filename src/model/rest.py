@@ -45,7 +45,7 @@ def generate(target, reader, prompt_ids, max_new_tokens, sampling, gen, max_span
 
 
 def make(args, target, draft=None):
-    from src.utils import REST_DATASTORES
+    from src.utils import REST_DATASTORES, portable
 
     store = args.datastore or REST_DATASTORES.get(getattr(target, "name", None))
     if not store or not Path(store).is_file():
@@ -57,5 +57,5 @@ def make(args, target, draft=None):
         return generate(target, reader, prompt_ids, max_new_tokens, sampling, gen,
                         args.max_span, args.min_span, args.num_draft)
 
-    return Method(forward, {"datastore": str(store), "max_span": args.max_span, "min_span": args.min_span,
+    return Method(forward, {"datastore": portable(store), "max_span": args.max_span, "min_span": args.min_span,
                         "num_draft": args.num_draft})

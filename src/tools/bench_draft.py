@@ -19,7 +19,7 @@ from pathlib import Path
 
 from src.backends.draft import extra_buffer_types
 from src.tools.convert_to_gguf import convert
-from src.utils import ROOT
+from src.utils import ROOT, portable
 
 STEPS = 200
 
@@ -64,7 +64,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     host = machine()
-    result = {"machine": host, "extra_buffer_types": extra_buffer_types(), "model": args.hf,
+    result = {"machine": host, "extra_buffer_types": extra_buffer_types(), "model": portable(args.hf),
               "threads": args.threads, "types": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in args.types.split(","):

@@ -55,10 +55,10 @@ class Load:
 def summary(folder):
     """(DuoDecoding / SpS-GGUF, DuoDecoding / AR, SpS-GGUF / AR), each as (speedup, median ratio), and the
     mode counts of DuoDecoding's rounds."""
-    runs = {name: answers.load(folder / f"{name}.jsonl") for name in ("ar", "sps-gguf", "duodec", "duodec-overlap")}
+    runs = {name: answers.load(folder / f"{name}.jsonl") for name in ("ar", "sps-gguf", "duodec", "duodec-previous")}
     pair = lambda a, b: compare(runs[a], runs[b])["overall"]
     out = {f"{a}/{b}": (round(r["speedup"], 3), round(r["median_ratio"], 3))
-           for a, b in (("duodec", "sps-gguf"), ("duodec", "ar"), ("duodec-overlap", "sps-gguf"), ("duodec-overlap", "ar"),
+           for a, b in (("duodec", "sps-gguf"), ("duodec", "ar"), ("duodec-previous", "sps-gguf"), ("duodec-previous", "ar"),
                         ("sps-gguf", "ar")) for r in [pair(a, b)]}
     modes = Counter()
     for r in runs["duodec"]:
@@ -90,7 +90,7 @@ def main(argv=None):
     for cond in args.conditions.split(","):
         load = None if cond == "quiet" else Load(args.period if cond == "intermittent" else None)
         try:
-            compare_main([*bench, "--methods", "ar,sps-gguf,duodec,duodec-overlap",
+            compare_main([*bench, "--methods", "ar,sps-gguf,duodec,duodec-previous",
                           "--device", "cpu", "--target-threads", "1", "--draft-threads", "1", "--out", str(out / cond)])
         finally:
             if load:
@@ -99,12 +99,12 @@ def main(argv=None):
     (out / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
     what = f"the real pair, {args.per_category} question(s) per category" if args.real else f"demo, {args.limit} prompts"
     lines = [f"# DuoDecoding beside a background load: {what}, {machine()['cpu']}", "",
-             "| condition | DuoDecoding / SpS-GGUF | DuoDecoding / AR | --mode overlap / SpS-GGUF | --mode overlap / AR | "
+             "| condition | DuoDecoding / SpS-GGUF | DuoDecoding / AR | --mode auto / SpS-GGUF | --mode auto / AR | "
              "SpS-GGUF / AR | DuoDecoding's rounds by mode |", "|---|---|---|---|---|---|---|"]
     fmt = lambda v: f"{v[0]:.2f} ({v[1]:.2f})"
     for cond, r in results.items():
-        lines.append(f"| {cond} | {fmt(r['duodec/sps-gguf'])} | {fmt(r['duodec/ar'])} | {fmt(r['duodec-overlap/sps-gguf'])} "
-                     f"| {fmt(r['duodec-overlap/ar'])} | {fmt(r['sps-gguf/ar'])} | {r['duodec_mode_rounds']} |")
+        lines.append(f"| {cond} | {fmt(r['duodec/sps-gguf'])} | {fmt(r['duodec/ar'])} | {fmt(r['duodec-previous/sps-gguf'])} "
+                     f"| {fmt(r['duodec-previous/ar'])} | {fmt(r['sps-gguf/ar'])} | {r['duodec_mode_rounds']} |")
     text = "\n".join(lines) + "\n\nMean of per-question speeds, median per-question ratio in brackets.\n"
     (out / "table.md").write_text(text)
     print(text)

@@ -26,18 +26,17 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
-from src.argtypes import gamma_or_auto, non_negative, positive_or, ranged
+from src.argtypes import gamma_or_auto, non_negative, non_negative_or, ranged
 from src.model.base import Cores, Method, median_seconds
 from src.model.duodec.drafter import Drafter, Drafts, top_two  # noqa: F401
-from src.model.duodec.loop import Options, Rounds, Threads, flatten  # noqa: F401
+from src.model.duodec.loop import Options, Rounds, Threads  # noqa: F401
 from src.model.duodec.policy import LOOKUP_MOST, Budget, Costs, Modes, Tunables  # noqa: F401
 from src.model.duodec.rules import (MODES, balance_gamma, branch_points, chain_tokens,  # noqa: F401
                                     choose_first_tokens, kind, overlap_rate)
 from src.model.duodec.worker import (WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker, job_timeout,  # noqa: F401
-                                     pin, split_cores)
+                                     pin)
 
 DRAFT = "gguf"
-SPIN_MS = 20.0
 # the paper's scheme: the draft always beside the target, the theta rule with up to 8 sequences, gamma from the
 # speed ratio, gamma tokens every round, no looked-up candidates
 PRESETS = {"paper": {"mode": "overlap", "max_seqs": 8, "gamma_rule": "time", "lookup_ngram": 0, "fit": False,
@@ -51,22 +50,17 @@ class Config:
     preset: str = "default"
     gamma: object = "auto"  # "auto" or a number of draft tokens
     gamma_rule: str = "acceptance"
-    mode: str = "auto"
+    mode: str = None  # None: overlap on split cores, auto on shared ones
     max_seqs: int = 1
     force_seqs: int = 0
-    seq_budget: str = "split"
-    catch_up: int = 0
-    verify: str = "first"
+    catch_up: object = 0  # "auto" or a number of draft tokens
     branches: int = 0
     lookup_ngram: int = 3
     lookup_extend: bool = True
-    lookup_len: object = "auto"  # looked-up tokens a forward verifies: "auto", "gamma" or a number
     fit: bool = True
     drafts: str = "sampled"
     wait_for_prompt: bool = False
     worker: str = "process"
-    spin_ms: float = None  # the process worker's; None for a thread
-    pin_cores: bool = False
 
     @classmethod
     def from_args(cls, args):
@@ -74,16 +68,14 @@ class Config:
         flags = {f.name: a[f.name] for f in fields(cls) if f.name in a}
         flags.update(fit=not args.no_fit, lookup_extend=not args.no_lookup_extend,
                      gamma="auto" if args.gamma in (None, "auto") else int(args.gamma),
-                     max_seqs=1 if args.no_multiseq else max(args.max_seqs, args.force_seqs),
-                     spin_ms=(SPIN_MS if args.spin_ms is None else args.spin_ms) if args.worker == "process" else None)
+                     max_seqs=max(args.max_seqs, args.force_seqs))
         return cls(**{**flags, **PRESETS.get(args.preset, {})})
 
     def options(self, n_seq):
         """The loop's options, with the draft's sequence slots capping the sequences."""
         return Options(max_seqs=min(self.max_seqs, n_seq), force_k=self.force_seqs, catch_up=self.catch_up,
-                       tree=self.verify == "tree", lookup_ngram=self.lookup_ngram, branches=self.branches, fit=self.fit,
-                       draw=self.drafts == "sampled", read_beside=not self.wait_for_prompt, extend=self.lookup_extend,
-                       lookup_len=self.lookup_len)
+                       lookup_ngram=self.lookup_ngram, branches=self.branches, fit=self.fit,
+                       draw=self.drafts == "sampled", read_beside=not self.wait_for_prompt, extend=self.lookup_extend)
 
 
 def add_args(ap):
@@ -94,20 +86,10 @@ def add_args(ap):
                     help="duodec: most sequences the theta rule drafts when the draft is unsure of its first token "
                          "(the paper: 8). Default 1: they are tried only when the whole pending draft holds, yet "
                          "cost depth or step time in every round")
-    ap.add_argument("--no-multiseq", action="store_true", help="duodec: one sequence (PEARL with a CPU draft)")
-    ap.add_argument("--seq-budget", choices=["split", "full"], default="split",
-                    help="duodec: k sequences share gamma (upstream) or each gets the depth that fits the "
-                         "same wall time")
     ap.add_argument("--worker", choices=["thread", "process"], default="process",
                     help="duodec: where the draft runs. process (default): its own process, so the drafting "
                          "loop never holds the GIL the target's Python needs between kernels; thread: in the "
-                         "target's process (no pipe)")
-    ap.add_argument("--spin-ms", type=ranged(float, 0, 1000), default=None,
-                    help=f"duodec, process worker: how long each end polls for the other's message before it "
-                         f"sleeps (a wake-up costs tens of microseconds per message; default {SPIN_MS:g}); 0: sleep "
-                         f"at once")
-    ap.add_argument("--pin-cores", action="store_true",
-                    help="duodec: pin the draft to the last --draft-threads cores and the target to the rest")
+                         "target's process (no pipe, a quick start: the tests')")
     ap.add_argument("--lookup-ngram", type=non_negative, default=3,
                     help="duodec: with nothing pending, first try free candidates (the tokens after an earlier "
                          "occurrence of the last N tokens) before waiting for draft tokens; 0: off")
@@ -115,26 +97,19 @@ def add_args(ap):
                     help="duodec: verify the pending draft alone. By default the looked-up tokens that would "
                          "follow it (--lookup-ngram) ride in the same forward: where text is copied they gain tokens "
                          "the draft has not reached, at the cost of a few more tokens in a forward nearly flat in them")
-    ap.add_argument("--lookup-len", type=positive_or("auto", "gamma"), default="auto",
-                    help=f"duodec: looked-up tokens one forward verifies, alone or after the pending draft. auto "
-                         f"(default): up to {LOOKUP_MOST} (PLD's), as many as raise the expected tokens per second at "
-                         f"the forward's measured cost and the question's acceptance of looked-up tokens; gamma: as "
-                         f"many as the round's draft tokens; N: up to N")
-    ap.add_argument("--catch-up", type=non_negative, default=0,
-                    help="duodec: after a rejection, wait for this many draft tokens before the next target "
-                         "forward. Default 0: the paper's pre-verify round (a forward over the target's own "
-                         "token while the draft drafts from it), so the target never waits")
-    ap.add_argument("--verify", choices=["first", "tree"], default="first",
-                    help="duodec: after a rejection, draft one sequence for the catch-up forward (first: the "
-                         "other sequences are judged by their first token only, upstream's scheme) or k "
-                         "sequences verified together as a tree in that forward")
+    ap.add_argument("--catch-up", type=non_negative_or("auto"), default=0,
+                    help="duodec, overlapped rounds: after a rejection, wait for this many draft tokens before the "
+                         "next target forward; auto: as many as a sequential round (SpS's) would draft at the "
+                         "measured costs and acceptance. 0: the paper's pre-verify round (a forward over the target's "
+                         "own token while the draft drafts from it), so the target never waits")
     ap.add_argument("--gamma-rule", choices=["acceptance", "time"], default="acceptance",
                     help="duodec, with --gamma auto: maximise expected tokens per second given the acceptance "
                          "measured so far, or balance drafting and verification time (the paper's rule)")
     ap.add_argument("--branches", type=ranged(int, 0, 7), default=0,
-                    help="duodec: while the target verifies, also draft from this many of the pending draft's "
-                         "unsure positions, each with the draft's runner-up token there, so that a rejection "
-                         "there finds drafts ready (0: off)")
+                    help="duodec, greedy drafts: with the time the forward leaves after the pending draft's "
+                         "continuation, draft continuations of this many likeliest verification outcomes (the "
+                         "pending draft rejected at a position, the draft's runner-up token there), one step at a "
+                         "time, so that a rejection there finds the next draft ready (0: off)")
     ap.add_argument("--no-fit", action="store_true",
                     help="duodec: draft gamma tokens in every round (the paper), even where the target's forward "
                          "is shorter than the drafting (one token after a rejection) and so waits for it; by "
@@ -149,27 +124,17 @@ def add_args(ap):
                     help="duodec: after the prefill, the target waits until the draft has read the prompt (upstream). "
                          "By default it goes on with its own tokens and free candidates meanwhile, which a long prompt "
                          "read on the draft's fewer cores would otherwise hold up")
-    ap.add_argument("--mode", choices=["auto", *MODES], default="auto",
+    ap.add_argument("--mode", choices=["auto", *MODES], default=None,
                     help="duodec: how the rounds run. overlap: the draft drafts while the target verifies (the paper); "
                          "sequential: draft, then verify; none: the target alone with free candidates; -all: that "
-                         "side takes every core in its turn; auto (default): whichever is fastest by the costs its "
-                         "own rounds measured (the others re-measured now and then) at the question's acceptance")
+                         "side takes every core in its turn; auto: whichever is fastest by the costs its own rounds "
+                         "measured (the others re-measured now and then) at the question's acceptance. Default: "
+                         "overlap on split cores, auto on shared ones")
     ap.add_argument("--preset", choices=["default", *PRESETS], default="default",
                     help="duodec: paper: the paper's scheme (" + ", ".join(f"{k} {v}" for k, v in PRESETS["paper"].items())
                     + "), over any of those flags given; default: the flags as given")
     ap.add_argument("--force-seqs", type=ranged(int, 0, 8), default=0,
                     help="duodec: always draft this many sequences (the top first tokens); for ablations and tests")
-
-
-def check_args(args):
-    """Flags that only mean something together."""
-    if args.verify == "tree" and not args.catch_up:
-        return "--verify tree verifies the catch-up sequences: give --catch-up N > 0 with it"
-    if args.no_multiseq and (args.max_seqs > 1 or args.force_seqs > 1):
-        return "--no-multiseq drafts one sequence: drop --max-seqs / --force-seqs, or --no-multiseq"
-    if args.spin_ms is not None and args.worker != "process":
-        return "--spin-ms is the process worker's (--worker process): a thread waits on a queue"
-    return None
 
 
 PROBE_S = 1.0  # seconds the start-up probe spends per size at most (after 3 repetitions): the rounds re-measure
@@ -240,14 +205,12 @@ def measure_every_core(target, draft, cores):
 
 def pinned_forward(rounds, worker, cores):
     """The method's forward: the rounds of one answer, the calling thread pinned to `cores` (None: as it is) for
-    that call only, since other methods' turns share the thread, and the worker spinning for jobs meanwhile."""
+    that call only, since other methods' turns share the thread."""
     def forward(prompt_ids, max_new_tokens, sampling, gen):
         before = pin(cores)
-        worker.spin(True)
         try:
             return rounds.generate(prompt_ids, max_new_tokens, sampling, gen)
         finally:
-            worker.spin(False)
             pin(before)
     return forward
 
@@ -276,21 +239,16 @@ def make(args, target, draft):
     spread = measure_every_core(target, draft, every) if every else None
     auto = cfg.gamma == "auto"
     budget = Budget(cfg.gamma_rule if auto else "fixed", None if auto else cfg.gamma, draft_step, target_fwd,
-                    cfg.seq_budget, every_core=spread)
-    forced = effective_mode(cfg.mode, budget.costs)
+                    every_core=spread, catch_up=cfg.catch_up)
+    forced = effective_mode(cfg.mode or ("auto" if cores.shared else "overlap"), budget.costs)
     modes = Modes(budget, forced=forced)
-    pinned = split_cores(draft.threads) if cfg.pin_cores else None
-    if cfg.worker == "process":
-        worker = ProcessWorker(draft, pinned and pinned[1], cfg.spin_ms / 1e3)
-    else:
-        worker = ThreadWorker(draft, pinned and pinned[1])
+    worker = (ProcessWorker if cfg.worker == "process" else ThreadWorker)(draft)
     rounds = Rounds(target, worker, (budget, modes), options, Threads(cores.target, cores.draft, every))
-    forward = pinned_forward(rounds, worker, pinned and pinned[0])
+    forward = pinned_forward(rounds, worker, None)
 
     ms = lambda times: {n: round(t * 1e3, 4) for n, t in times.items()}
     settings = {**asdict(cfg), "max_seqs": options.max_seqs, "mode_effective": forced or "auto",
                 "modes_open": list(budget.costs), "time_balance_gamma": budget.time_gamma,
-                "pinned_cores": [sorted(c) for c in pinned] if pinned else None,
                 "draft_step_ms": ms(draft_step), "target_forward_ms": ms(target_fwd),
                 "every_core_ms": spread and {"draft_step": ms(spread[0])[1], "target_forward": ms(spread[1])}}
     return Method(forward, settings, close=worker.close, worker=worker)

@@ -39,8 +39,8 @@ def top_only(logits):
 @dataclass
 class Drafts:
     """What one job drafted. seqs[s] starts at absolute position starts[s] of the job's context: the first k
-    continue the whole context (the theta rule's sequences), the rest are branches: a runner-up token put at
-    an earlier position, continued greedily. odds[s][i]: (top-1 probability, runner-up token, its probability)
+    continue the whole context (the theta rule's sequences), the rest are branches: a predicted outcome of the
+    verification (the target's token at an earlier position), continued greedily. odds[s][i]: (top-1 probability, runner-up token, its probability)
     where seqs[s][i] was chosen as the top-1 ((1, -1, 0) where it was not), for the next job's branch points.
     steps, step_s: the batched decode steps after the first token, and their seconds (the rest of a job's
     time is its fixed cost: catching up with the context, choosing the first tokens)."""
@@ -51,6 +51,8 @@ class Drafts:
     steps: int = 0
     step_s: float = 0.0
     synced: int = 0  # context tokens the job first had to read (a whole prompt after the prefill)
+    branch_s: float = 0.0  # seconds spent pre-drafting outcomes (Drafter.predraft), after the steps
+    predrafted: int = 0  # tokens drafted after the outcomes' own tokens
     q: list = None  # q[s][i]: the distribution seqs[s][i] was drawn from (a sampled chain), else None: greedy
 
     def rows(self, s):
@@ -100,13 +102,14 @@ class Drafter:
             return choose_first_tokens(p1, float(softmax(second).max()), max_seqs), second
         return [int(logits.argmax())], None
 
-    def run(self, job, cancel=None):
+    def run(self, job, cancel=None, ended=None):
         """Draft sequences continuing `job.context` (a worker.DraftJob), `job.depths[k]` tokens each when k
         sequences are drafted (at most `job.depth`); job.force_k > 0 skips the theta rule and drafts from the
-        force_k most likely first tokens. `job.branch_at` [(position, token)]: also draft from token put at that
-        position of the context, in the same batches, while sequence slots last. A set `cancel` event cuts the
-        drafting short. `job.odds`: rank each top-1 token against the runner-up (for the next job's branch
-        points), else NOT_TOP."""
+        force_k most likely first tokens. A set `cancel` event cuts the drafting short. Then, while `ended` (the
+        target's forward ended) is not set and within `job.until_s`, pre-draft the outcomes `job.branch_at`
+        [(position, token)] of the verification (see predraft). `job.odds`: rank each top-1 token against the
+        runner-up (for the next job's branch points), else NOT_TOP."""
+        t_job = time.perf_counter()
         context, depth, depths = job.context, job.depth, job.depths
         logits = self.sync(context)
         if depth <= 0:
@@ -115,17 +118,15 @@ class Drafter:
             return self.draw(job, logits, cancel)
         firsts, second = self.first_tokens(logits, depth, job.max_seqs, job.force_k)
         k = len(firsts)
-        branch_at = list(job.branch_at)[:self.draft.n_seq - k]
         n = max(1, min(depth, depths.get(k, depths[max(depths)])) if depths else depth)
-        seqs = [[t] for t in firsts] + [[t] for _, t in branch_at]
-        starts = [len(context)] * k + [pos for pos, _ in branch_at]
+        seqs, starts = [[t] for t in firsts], [len(context)] * k
         pick = top_two if job.odds else top_only
         odds = [[pick(logits)[0][1:]]] + [[NOT_TOP] for _ in seqs[1:]]
-        for s in range(1, len(seqs)):  # branch with sequence ops, not state copies
-            self.draft.fork(0, s, starts[s])
+        for s in range(1, k):  # sequences with sequence ops, not state copies
+            self.draft.fork(0, s, len(context))
         steps, t0 = 0, time.perf_counter()  # the decode steps after the first token, timed apart
         if n > 1:  # decode every sequence's first token (sequence 0's may already be done)
-            rows = [(seqs[s][0], s, True) for s in range(len(seqs)) if s > 0 or second is None]
+            rows = [(seqs[s][0], s, True) for s in range(k) if s > 0 or second is None]
             last = self.draft.decode(rows) if second is None else np.vstack([second, self.draft.decode(rows)])
             steps += bool(rows)
         for _ in range(n - 1):
@@ -134,10 +135,45 @@ class Drafter:
                 odds[s].append((p_top, alt, p_alt))
             if len(seqs[0]) == n or (cancel is not None and cancel.is_set()):
                 break
-            last = self.draft.decode([(seqs[s][-1], s, True) for s in range(len(seqs))])
+            last = self.draft.decode([(seqs[s][-1], s, True) for s in range(k)])
             steps += 1
-        self.branches = [(list(context[:starts[s]]) + seqs[s])[:self.draft.lengths[s]] for s in range(len(seqs))]
-        return Drafts(seqs, starts, k, odds, steps, time.perf_counter() - t0, self.synced)
+        drafts = Drafts(seqs, starts, k, odds, steps, time.perf_counter() - t0, self.synced)
+        stop = lambda: any(e is not None and e.is_set() for e in (cancel, ended))
+        if job.branch_at and n > 1 and not stop():
+            self.predraft(drafts, job, context, lambda step_s: stop() or (
+                job.until_s is not None and time.perf_counter() - t_job + step_s > job.until_s))
+        self.branches = [(list(context[:st]) + sq)[:self.draft.lengths[s]] for s, (st, sq) in
+                         enumerate(zip(drafts.starts, drafts.seqs))]
+        return drafts
+
+    def predraft(self, drafts, job, context, late):
+        """Draft continuations of the likeliest verification outcomes (rejected at position p, the target's token
+        there t, for (p, t) in job.branch_at, each with the draft's own odds of it) into `drafts`, one single-row
+        step at a time (batched rows cost several single steps on a CPU), always extending the branch whose next
+        token is likeliest to be needed: its outcome's odds times its tokens' top-1 probabilities so far. Each
+        branch gets at most len(drafts.seqs[0]) tokens; `late(step_s)` ends it (the forward ended, or another
+        step would end after it)."""
+        t0, slots = time.perf_counter(), range(drafts.k, self.draft.n_seq)
+        live = []  # (-odds of its next token being needed, sequence slot)
+        for s, (pos, token, odds) in zip(slots, job.branch_at):
+            self.draft.fork(0, s, pos)
+            drafts.seqs.append([token])
+            drafts.starts.append(pos)
+            drafts.odds.append([NOT_TOP])
+            live.append((-odds, s))
+        step_s, most = 0.0, len(drafts.seqs[0])
+        while live and not late(step_s):
+            live.sort()
+            weight, s = live.pop(0)
+            t = time.perf_counter()
+            top, p_top, alt, p_alt = top_two(self.draft.decode([(drafts.seqs[s][-1], s, True)]))[0]
+            step_s = max(step_s, time.perf_counter() - t)
+            drafts.seqs[s].append(top)
+            drafts.odds[s].append((p_top, alt, p_alt))
+            if len(drafts.seqs[s]) < most:
+                live.append((weight * p_top, s))
+        drafts.branch_s = time.perf_counter() - t0
+        drafts.predrafted = sum(len(sq) - 1 for sq in drafts.seqs[drafts.k:])
 
     def draw(self, job, logits, cancel=None):
         """Sequences drawn from the draft's distribution after temperature, top-k and top-p (job.sample: those

@@ -1,32 +1,10 @@
-"""DuoDecoding's rounds. Each round the target runs one forward over the last verified token plus the
-pending draft (the sequence chosen last round, only its first token verified) while the worker drafts
-the next sequences from the end of that pending draft. Then:
-  - the pending draft is verified as a chain;
-  - if all of it holds, the first tokens of the new sequences are tried at the next position, and the
-    accepted sequence becomes the new pending draft (post-verify: the pipeline stays full);
-  - otherwise the target's own token is appended; the new drafts are dropped, unless a branch (the draft's
-    runner-up token put where the pending draft failed, drafted alongside, --branches) starts with it.
-Round 1 overlaps the prefill (in the overlapped mode): the draft proposes one token, ready when the prompt's
-forward ends; where the draft is slower to read a long prompt than the target, the target does not wait for it,
-but goes on with its own tokens and free candidates until the draft has read it.
-A round drafts gamma tokens, or fewer where they would not end within its forward (a forward over one token
-after a rejection is shorter than gamma draft steps), so the target does not wait for them (--no-fit: gamma).
-When nothing is pending (after a rejection, a refused first token, or the prefill), the next forward
-would verify nothing new. Free candidates come first: the tokens that followed an earlier occurrence of
-the last n tokens (prompt lookup) cost no draft time, so the target verifies them at once while the
-draft continues them. With a draft pending, the looked-up tokens that would follow it ride in the same
-forward (--no-lookup-extend: not), which costs little where the forward is flat in its tokens; the draft
-meanwhile continues the pending draft, and its sequence that agrees with what the target kept becomes the next
-pending. Without a match the target either runs its pre-verify forward over its own token while the draft
-drafts from it (--catch-up 0, the paper's), or waits for --catch-up draft tokens: one
-sequence (--verify first), or k sequences verified together as a tree (--verify tree).
-Under sampling the drafts are drawn from the draft's distribution and tested by the rejection rule (SpS's:
-accept with min(1, p/q)), which accepts more than the deterministic-candidate rule wherever the models agree; k
-sequences' first tokens are drawn without replacement and tried in turn by recursive rejection (SpecInfer's).
-Every other candidate is deterministic (greedy draft tokens, forced first tokens, branches, trees, looked-up
-tokens: functions of the verified tokens), and the deterministic-candidate rule keeps those exact; a chain may
-mix the two, each position tested by its own rule.
-"""
+"""DuoDecoding's rounds. Each round the target verifies the pending draft (post-verify; with nothing pending, its
+own token or looked-up tokens: pre-verify) while the worker drafts on from the pending draft's end and, with the
+time the forward leaves, the verification's likeliest other outcomes (rejected at position j, the target's token
+there c). A draft that continues what the target kept becomes the next pending draft, so a rejection that was
+foreseen keeps the pipeline full. --mode auto may run the rounds in turns instead (sequential), or the target
+alone. Drawn draft tokens (sampling) are tested by the rejection rule, every other candidate by the
+deterministic-candidate rule, each position by its own, so the output is the target's distribution."""
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from src.model.base import Clock, chain_step, common_prefix, finish, stopped, tree_step
+from src.model.base import Clock, chain_step, common_prefix, finish, stopped
 from src.model.duodec.drafter import Drafts
 from src.model.duodec.policy import LOOKUP_MOST
 from src.model.duodec.rules import branch_points, kind, on_every_core
@@ -44,25 +22,12 @@ from src.model.ngram import NgramIndex
 from src.verify import accept_siblings, uniform
 
 
-def flatten(seqs):
-    """k sequences with distinct first tokens as one tree under the last verified token:
-    (tokens, parents), sequence 0 first, so its nodes are 0 .. len(seqs[0]) - 1."""
-    tokens, parents = [], []
-    for s in seqs:
-        for j, t in enumerate(s):
-            parents.append(-1 if j == 0 else len(tokens) - 1)
-            tokens.append(t)
-    return tokens, parents
-
-
 @dataclass
 class Verdict:
-    """One round's verification: the accepted draft tokens, whether the pending draft held to its end,
-    whether the test stopped at a branch's end (no rejection), the distribution after the accepted
-    tokens, the target's next token, and how many tokens the forward fed."""
+    """One round's verification: the accepted draft tokens, whether the pending draft held to its end, the
+    distribution after the accepted tokens, the target's next token, and how many tokens the forward fed."""
     gained: list
     held: bool
-    at_leaf: bool
     p_next: object
     nxt: int
     fed: int
@@ -88,16 +53,7 @@ def check_chain(target, seq, pending, q, sampling, gen, extra=()):
     q_rows = on_target(q, target) if any(r is not None for r in q) else None
     n, nxt, p_rows = chain_step(target, seq, chain, sampling, gen, q_rows)
     held = n >= len(pending)
-    return Verdict(chain[:n], held, held, p_rows[n], nxt, fed)
-
-
-def check_tree(target, seq, seqs, sampling, gen):
-    """One forward over k sequences hung under seq[-1]; `held` means sequence 0 was accepted whole."""
-    tokens, parents = flatten(seqs)
-    path, nxt, probs = tree_step(target, seq, tokens, parents, sampling, gen)
-    held = path == list(range(len(seqs[0])))
-    at_leaf = bool(path) and (path[-1] + 1 == len(tokens) or parents[path[-1] + 1] == -1)
-    return Verdict([tokens[i] for i in path], held, at_leaf, probs[path[-1] + 1 if path else 0], nxt, 1 + len(tokens))
+    return Verdict(chain[:n], held, p_rows[n], nxt, fed)
 
 
 @dataclass
@@ -110,10 +66,12 @@ class RoundStats:
     target_idle: float = 0.0
     catch_up_idle: float = 0.0  # the part of target_idle spent waiting for catch-up drafts
     draft_busy: float = 0.0
-    tree_rounds: int = 0
     free_rounds: int = 0
     free_accepted: int = 0
-    branch_hits: int = 0  # rejections answered by a ready branch instead of a catch-up
+    outcomes: int = 0  # verification outcomes pre-drafted beside the forwards (Drafter.predraft)
+    predrafted: int = 0  # tokens drafted for them
+    branch_hits: int = 0  # rejections answered by a pre-drafted outcome
+    branch_tokens: int = 0  # tokens accepted from those outcomes' drafts (what the hits saved)
     mode_threads: dict = field(default_factory=dict)  # mode -> (target's threads, draft's or None)
     start: float = field(default_factory=time.perf_counter)
 
@@ -137,11 +95,12 @@ class RoundStats:
         most = lambda side: max((t[side] for t in self.mode_threads.values() if t[side]), default=None)
         return {"k_hist": {str(k): v for k, v in sorted(self.ks.items())}, "gamma": round(float(np.mean(self.gammas)), 2),
                 "acceptance": round(budget.alpha(), 4),
-                "lookup_acceptance": round(budget.lookup_alpha(), 4), "tree_rounds": self.tree_rounds,
+                "lookup_acceptance": round(budget.lookup_alpha(), 4),
                 "threads": {"target": most(0), "draft": most(1)},
                 "mode_threads": {m: {"target": t, "draft": d} for m, (t, d) in self.mode_threads.items()},
                 "verify_ms": mean(self.verify_s, 1e3), "verify_tokens": round(mean(self.verify_tokens), 2),
-                "free_rounds": self.free_rounds, "free_accepted": self.free_accepted, "branch_hits": self.branch_hits,
+                "free_rounds": self.free_rounds, "free_accepted": self.free_accepted, "outcomes": self.outcomes,
+                "predrafted": self.predrafted, "branch_hits": self.branch_hits, "branch_tokens": self.branch_tokens,
                 "target_idle_share": round(self.target_idle / wall, 4) if wall else 0.0,
                 "catch_up_idle_share": round(self.catch_up_idle / wall, 4) if wall else 0.0,
                 "draft_idle_share": round(max(0.0, 1 - self.draft_busy / wall), 4) if wall else 0.0}
@@ -163,21 +122,19 @@ class Threads:
 
 @dataclass(kw_only=True)
 class Options:
-    """The method's choices (see add_args): most theta-rule sequences, forced k, catch-up tokens, catch-up as
-    a tree, n-gram for free candidates, branch sequences at the pending draft's unsure positions, drafts that end
-    within the forward, (under sampling) drafts drawn from the draft rather than its top tokens, and the target going
-    on while the draft reads the prompt."""
+    """The method's choices (see add_args): most theta-rule sequences, forced k, catch-up tokens, n-gram for free
+    candidates, verification outcomes pre-drafted beside the forward, drafts that end within the forward, (under
+    sampling) drafts drawn from the draft rather than its top tokens, the target going on while the draft reads the
+    prompt, and looked-up tokens after the pending draft."""
     max_seqs: int = 1
     force_k: int = 0
-    catch_up: int = 0
-    tree: bool = False
+    catch_up: object = 0  # draft tokens, or "auto"
     lookup_ngram: int = 0
     branches: int = 0
     fit: bool = True
     draw: bool = True
     read_beside: bool = True
     extend: bool = True
-    lookup_len: object = "auto"  # looked-up tokens a forward verifies: "auto", "gamma" or at most N
 
 
 def free_candidates(index, seq, n, tail=()):
@@ -209,6 +166,7 @@ class Answer:
     q: list = field(default_factory=list)  # the pending draft's draw distributions (None: deterministic)
     looks: list = field(default_factory=list)  # (position, looked-up tokens) not yet judged by the answer's text
     reading: bool = False  # the draft is still reading the prompt (the prefill round's job is in flight)
+    on_branch: bool = False  # the pending draft continues a pre-drafted outcome
     done: bool = False
 
     @property
@@ -222,20 +180,19 @@ class Answer:
 
 @dataclass
 class Plan:
-    """One round: its mode, the chain the forward verifies (or, after a catch-up of k sequences, the tree of
-    them), whether it was looked up rather than drafted, the looked-up tokens verified after a drafted chain, and
+    """One round: its mode, the chain the forward verifies, whether it was looked up rather than drafted, the looked-up tokens verified after a drafted chain, and
     the job the draft runs meanwhile (None: nothing does), with the threads each side has."""
     mode: str
     chain: list
     odds: list
     q: list
-    tree: list = None
     looked_up: bool = False
     extra: list = field(default_factory=list)
     job: DraftJob = None
     caught_s: float = 0.0  # seconds the draft drafted before the forward (a catch-up)
     prefill: bool = False
     draft_threads: int = None
+    on_branch: bool = False
 
 
 class Rounds:
@@ -285,25 +242,24 @@ class Rounds:
             ans.stats.wait(self.worker)  # the prompt is read (or this round needs the draft first); its token is stale
             ans.reading = False
         self.budget.run_in(mode)
-        self.worker.spin(kind(mode) == "overlap")  # waiting for a message spins only where the other side answers soon
         target_threads, draft_threads = self.threads.of(mode)
         self.target.set_threads(target_threads)
         ans.stats.ran_on(mode, (target_threads, draft_threads))
         gamma = self.budget.gamma()
         ans.stats.gammas.append(gamma)
-        p = Plan(mode, ans.pending, ans.odds, ans.q, prefill=prefill, draft_threads=draft_threads)
+        p = Plan(mode, ans.pending, ans.odds, ans.q, prefill=prefill, draft_threads=draft_threads,
+                 on_branch=ans.on_branch)
         if not p.chain and ans.room > 0:
-            p.chain, p.odds = self.look_up(ans, [])[:self.lookup_len(ans, gamma, [])], []
+            p.chain, p.odds = self.look_up(ans, [])[:self.lookup_len(ans, [])], []
             p.q = [None] * len(p.chain)
             p.looked_up = bool(p.chain)
             ans.stats.free_rounds += p.looked_up
-        wait_for = {"overlap": self.opt.catch_up, "sequential": gamma, "none": 0}[kind(mode)]
+        wait_for = {"overlap": self.budget.catch_up_len(), "sequential": gamma, "none": 0}[kind(mode)]
         if wait_for and not p.chain and not prefill and ans.room > 0:
             caught, p.caught_s = self.catch_up(ans, p, wait_for)
             p.chain, p.odds, p.q = caught.seqs[0], caught.odds[0], caught.rows(0)
-            p.tree = caught.seqs[:caught.k] if caught.k > 1 else None
-        if p.chain and not (p.looked_up or p.tree) and self.opt.extend:
-            p.extra = self.look_up(ans, p.chain)[:self.lookup_len(ans, gamma, p.chain)]
+        if p.chain and not p.looked_up and self.opt.extend:
+            p.extra = self.look_up(ans, p.chain)[:self.lookup_len(ans, p.chain)]
             ans.stats.free_rounds += bool(p.extra)
         if kind(mode) == "overlap" and not ans.reading:
             p.job = self.job_beside(ans, p, gamma)
@@ -330,55 +286,48 @@ class Rounds:
                 left.append((pos, found))
         ans.looks = left
 
-    def lookup_len(self, ans, gamma, chain):
-        """Looked-up tokens the forward may take after `chain` (--lookup-len): as many as pay (auto), gamma, or N."""
-        room, most = ans.room - len(chain), self.opt.lookup_len
-        if most == "auto":
-            fed = len(ans.seq) - self.target.length + len(chain)
-            return self.budget.lookups(fed, len(chain), min(LOOKUP_MOST, room))
-        return min(gamma if most == "gamma" else most, room)
+    def lookup_len(self, ans, chain):
+        """Looked-up tokens the forward may take after `chain`: as many as raise its expected tokens per second."""
+        fed = len(ans.seq) - self.target.length + len(chain)
+        return self.budget.lookups(fed, len(chain), min(LOOKUP_MOST, ans.room - len(chain)))
 
     def catch_up(self, ans, p, n):
-        """With nothing pending, wait for n draft tokens so the next forward verifies more than one token: one
-        sequence, or (tree) k sequences by the theta rule. Returns the drafts and the job's seconds."""
-        opt, n = self.opt, min(n, ans.room)
-        self.worker.submit(DraftJob(context=ans.seq, depth=n, max_seqs=opt.max_seqs if opt.tree else 1,
-                                    depths=self.budget.depths(n), force_k=opt.force_k if opt.tree else 0,
-                                    odds=opt.branches > 0, threads=p.draft_threads, sample=self.draw(ans)))
+        """With nothing pending, wait for n draft tokens (one sequence) so the next forward verifies more than one
+        token. Returns the drafts and the job's seconds."""
+        n = min(n, ans.room)
+        self.worker.submit(DraftJob(context=ans.seq, depth=n, max_seqs=1, depths=self.budget.depths(n),
+                                    odds=self.opt.branches > 0, threads=p.draft_threads, sample=self.draw(ans)))
         drafts, draft_s = ans.stats.wait(self.worker, catching_up=True)
         self.budget.observe_job(drafts, draft_s)
         return drafts, draft_s
 
     def job_beside(self, ans, p, gamma):
-        """The overlapped draft job: it continues the chain (sequence 0 of a tree) while the target verifies it,
-        drafting what ends within the forward (round 1: one token, ready when the prefill ends), and branches
-        where the chain is likeliest to fail."""
+        """The overlapped draft job: it continues the chain while the target verifies it,
+        drafting what ends within the forward (round 1: one token, ready when the prefill ends), then, with the time
+        the forward leaves, the likeliest outcomes where the chain would fail (greedy drafts only)."""
         left = ans.room - len(p.chain)
         fed = len(ans.seq) - self.target.length + len(p.chain) + len(p.extra)
         depth = 1 if p.prefill else min(gamma, left, self.budget.fits(fed) if self.opt.fit else left)
+        sample = self.draw(ans)
+        branch = self.opt.branches if depth > 1 and sample is None else 0
         return DraftJob(context=ans.seq + p.chain, depth=depth, max_seqs=self.opt.max_seqs if depth > 1 else 1,
                         depths=self.budget.depths(gamma), force_k=self.opt.force_k,
-                        branch_at=branch_points(p.odds, len(ans.seq), self.opt.branches) if depth > 1 else [],
-                        odds=self.opt.branches > 0, threads=p.draft_threads, sample=self.draw(ans))
+                        branch_at=branch_points(p.odds, len(ans.seq), branch), until_s=self.budget.now.forward(fed),
+                        odds=self.opt.branches > 0, threads=p.draft_threads, sample=sample)
 
     def draw(self, ans):
         """Under sampling, the draft draws its sequences from its distribution (temperature, top-k, top-p and a
         seed from the answer's generator); None: it drafts its top tokens (greedy decoding, --drafts greedy, or
-        forced k, branches and trees, whose candidates are deterministic)."""
+        forced k, whose candidates are deterministic)."""
         s, opt = ans.sampling, self.opt
-        if s.greedy or not opt.draw or opt.force_k or opt.branches or opt.tree:
+        if s.greedy or not opt.draw or opt.force_k:
             return None
         return s.temperature, s.top_k, s.top_p, int(uniform(ans.gen) * 2 ** 31)
 
     def verify(self, ans, p):
-        """The target's one forward: the plan's chain, or its tree."""
+        """The target's one forward over the plan's chain."""
         t0, stats = time.perf_counter(), ans.stats
-        if p.tree:
-            stats.tree_rounds += 1
-            stats.ks[len(p.tree)] += 1
-            v = check_tree(self.target, ans.seq, p.tree, ans.sampling, ans.gen)
-        else:
-            v = check_chain(self.target, ans.seq, p.chain, p.q, ans.sampling, ans.gen, p.extra)
+        v = check_chain(self.target, ans.seq, p.chain, p.q, ans.sampling, ans.gen, p.extra)
         if not p.prefill:
             self.target.sync()
             stats.verify_s.append(time.perf_counter() - t0)
@@ -395,7 +344,10 @@ class Rounds:
             return NO_DRAFTS, 0.0
         if not v.held:
             self.worker.stop_early()
+        self.worker.forward_ended()
         drafts, draft_s = ans.stats.wait(self.worker)
+        ans.stats.outcomes += len(drafts.seqs) - drafts.k
+        ans.stats.predrafted += drafts.predrafted
         if not p.prefill:
             self.budget.observe_job(drafts, draft_s)
         return drafts, draft_s
@@ -404,12 +356,13 @@ class Rounds:
         """The tokens the round gained: the accepted chain, then the new drafts' first token if the chain held and
         one of them is accepted at the next position (post-verify), else the target's own token."""
         gained, nxt = list(v.gained), v.nxt
-        extra = max(0, len(gained) - len(p.chain)) if p.extra else 0  # (a tree's path may outrun sequence 0)
+        extra = max(0, len(gained) - len(p.chain)) if p.extra else 0
         looked_up = len(gained) if p.looked_up else extra
         ans.stats.free_accepted += looked_up  # looked-up tokens say nothing of the draft's acceptance
+        ans.stats.branch_tokens += min(len(gained), len(p.chain)) if p.on_branch else 0
         if not p.looked_up:
             drafted = len(gained) - looked_up
-            self.budget.record(drafted, drafted + (not v.at_leaf))  # tested: the accepted, then a rejection
+            self.budget.record(drafted, drafted + (not v.held))  # tested: the accepted, then a rejection
         if v.held and drafts.seqs[0] and not p.extra:  # after looked-up tokens the drafts' first tokens were tested
             ans.stats.ks[drafts.k] += 1
             rows = on_target([drafts.rows(s)[0] for s in range(drafts.k)], self.target)
@@ -426,7 +379,8 @@ class Rounds:
         ans.accepts.append(len(gained))
         ans.done = stopped(gained, self.target.stop_ids)
         ans.pending, ans.odds, ans.q = drafts.continuation(p.job.context if p.job else [], ans.seq)
-        ans.stats.branch_hits += bool(ans.pending) and not held
+        ans.on_branch = bool(ans.pending) and not held
+        ans.stats.branch_hits += ans.on_branch
 
     def observe(self, ans, p, v, gained, seconds):
         """What a round (after the prefill) measured: its forward (its jobs were observed as they ended), the rest

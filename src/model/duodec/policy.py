@@ -104,9 +104,10 @@ class Budget:
 
     CAP = 64  # the most draft tokens a round asks for
 
-    def __init__(self, rule, fixed, draft_step, target_fwd, seq_budget="split", every_core=None):
-        """every_core: the probe's (draft_step, target_fwd) on every core, for the -all modes (None: no such modes)."""
-        self.rule, self.fixed, self.cap, self.seq_budget = rule, fixed, self.CAP, seq_budget
+    def __init__(self, rule, fixed, draft_step, target_fwd, every_core=None, catch_up=0):
+        """every_core: the probe's (draft_step, target_fwd) on every core, for the -all modes (None: no such modes);
+        catch_up: the draft tokens an empty overlapped round waits for (N, or "auto": see catch_up_len)."""
+        self.rule, self.fixed, self.cap, self.catch_up = rule, fixed, self.CAP, catch_up
         self.draft_step = draft_step
         self.time_gamma = balance_gamma(draft_step, target_fwd, self.cap)
         self.costs = {m: Costs(draft_step, target_fwd) for m in ("overlap", "sequential", "none")}
@@ -170,8 +171,8 @@ class Budget:
         after reading `drafts.synced` tokens of context (a job that first read a prompt says nothing of a round's
         cost)."""
         if seconds and not self.switched and drafts.synced <= READ_AT_MOST:
-            single = self.step_cost(len(drafts.seqs)) / self.draft_step[1]
-            self.now.observe_draft(seconds, drafts.steps, drafts.step_s, single)
+            single = self.step_cost(drafts.k) / self.draft_step[1]
+            self.now.observe_draft(seconds - drafts.branch_s, drafts.steps, drafts.step_s, single)
 
     def fits(self, fed):
         """Draft tokens that end within the target's forward over `fed` tokens: more would make it wait."""
@@ -224,19 +225,21 @@ class Budget:
         if what == "sequential":
             return g, chain_tokens(a, g) / (c.draft(g) + c.forward(g + 1) + c.rest)
         full = max(c.forward(g + 1), c.draft(g)) + c.rest
-        empty = max(c.forward(1), c.draft(1)) + c.rest
-        return g, overlap_rate(a, full, empty, g)
+        n = self.catch_up_len(a)
+        empty = (c.draft(n) + c.forward(n + 1) if n else max(c.forward(1), c.draft(1))) + c.rest
+        return g, overlap_rate(a, full, empty, g, n)
 
     def gamma(self):
         return self.best()[0]
 
+    def catch_up_len(self, a=None):
+        """Draft tokens an overlapped round waits for when nothing is pending: N, or (auto) what a sequential round
+        would draft at acceptance a, so that a drained pipeline restarts with an SpS round, not one token."""
+        return self.best("sequential", a)[0] if self.catch_up == "auto" else self.catch_up
+
     def depths(self, gamma):
-        """Each sequence's length for k = 1..max sequences: gamma split k ways (upstream), or as deep
-        as the measured cost of k sequences per step allows in gamma single-sequence steps."""
-        top = max(self.draft_step)
-        if self.seq_budget == "split":
-            return split_depths(gamma, top)
-        return {k: max(1, int(gamma * self.draft_step[1] / self.step_cost(k))) for k in range(1, top + 1)}
+        """Each sequence's length for k = 1..max sequences: gamma split k ways (the paper's)."""
+        return split_depths(gamma, max(self.draft_step))
 
 
 @dataclass(frozen=True)

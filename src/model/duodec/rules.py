@@ -51,22 +51,23 @@ def chain_tokens(a, g):
     return (1 - a ** (g + 1)) / (1 - a)
 
 
-def overlap_rate(a, full, empty, g):
+def overlap_rate(a, full, empty, g, c=0):
     """Tokens per second of the overlapped pipeline, a two-state chain: a full round verifies g pending drafts
-    (`full` seconds), gains chain_tokens(a, g) and stays full with probability a^(g + 1) (all held, and the
-    next draft's first token accepted); an empty round (after a rejection, `empty` seconds) gains one token and
-    fills with probability a. Per empty round a / (1 - a^(g + 1)) full ones run, 1 / (1 - a) tokens in all."""
-    return (1 / (1 - a)) / (a * full / (1 - a ** (g + 1)) + empty)
+    (`full` seconds) and stays full with probability a^(g + 1) (all held, and the next draft's first token
+    accepted); an empty round (after a rejection, `empty` seconds) verifies c catch-up drafts (none: the target's
+    own token) and fills with probability a^(c + 1). Each cycle ends at one rejection, so it gains 1 / (1 - a)
+    tokens, in one empty round and a^(c + 1) / (1 - a^(g + 1)) full ones."""
+    return (1 / (1 - a)) / (empty + a ** (c + 1) * full / (1 - a ** (g + 1)))
 
 
 def branch_points(odds, base, slots, floor=0.05):
-    """Where to branch the next drafts: up to `slots` positions base + i of the pending draft, with the token
-    the draft ranked second there, most likely first. Position i is rejected in favour of that token with
-    probability about reach_i * p_alt_i, reach_i being the draft's own chance of holding up to i (a
-    calibrated draft's estimate); positions under `floor` are not worth a sequence."""
+    """The likeliest outcomes of verifying the pending draft other than its holding: up to `slots` (position
+    base + i, the draft's runner-up token there, the odds), most likely first. Position i is rejected in favour of
+    that token with probability about reach_i * p_alt_i, reach_i being the draft's own chance of holding up to i
+    (a calibrated draft's estimate); outcomes under `floor` are not worth drafting."""
     reach, scored = 1.0, []
     for i, (p_top, alt, p_alt) in enumerate(odds):
         if alt >= 0 and reach * p_alt >= floor:
             scored.append((reach * p_alt, base + i, alt))
         reach *= p_top
-    return [(pos, alt) for _, pos, alt in sorted(scored, reverse=True)[:slots]]
+    return [(pos, alt, p) for p, pos, alt in sorted(scored, reverse=True)[:slots]]

@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass, field, fields
 class TurnStats:
     """Per turn. Rounds: k_hist (rounds by the number of sequences tried), gamma (mean), acceptance (the draft's, per
     token), lookup_acceptance (the share of looked-up tokens kept, of those reached), tree_rounds, free_rounds /
-    free_accepted (rounds that verified looked-up tokens, and what they gained), branch_hits (rejections answered
-    by a ready branch). Time: verify_ms and verify_tokens (mean forward after the
+    free_accepted (rounds that verified looked-up tokens, and what they gained), outcomes / predrafted (verification
+    outcomes pre-drafted beside the forwards, and their drafted tokens), branch_hits / branch_tokens (rejections
+    answered by a pre-drafted outcome, and the tokens accepted from it). Time: verify_ms and verify_tokens (mean forward after the
     prefill, and the tokens it fed), target_idle_share (of which catch_up_idle_share: waiting for catch-up drafts),
     draft_idle_share. Modes: mode_rounds, mode_switches (why), mode_rates (modelled tokens/s), mode_measured
     (gained tokens/s), mode_costs_ms (the measured costs of each mode that ran, under its name), mode_threads (the
@@ -19,7 +20,10 @@ class TurnStats:
     tree_rounds: int = 0
     free_rounds: int = 0
     free_accepted: int = 0
+    outcomes: int = 0
+    predrafted: int = 0
     branch_hits: int = 0
+    branch_tokens: int = 0
     verify_ms: float = 0.0
     verify_tokens: float = 0.0
     target_idle_share: float = 0.0

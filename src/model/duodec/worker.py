@@ -51,39 +51,27 @@ class DraftJob:
     max_seqs: int
     depths: dict = None
     force_k: int = 0
-    branch_at: list = ()
+    branch_at: list = ()  # outcomes to pre-draft: (position, token, odds)
+    until_s: float = None  # seconds from the job's start within which pre-drafting ends (None: no bound)
     odds: bool = False
     threads: int = None  # llama.cpp's threads for this job (None: as they are)
     sample: tuple = None  # (temperature, top_k, top_p, seed): draw from the draft (Drafter.draw)
 
-    def run(self, drafter, cancel):
+    def run(self, drafter, cancel, ended):
         if self.threads:
             drafter.draft.set_threads(self.threads)
-        return drafter.run(self, cancel)
+        return drafter.run(self, cancel, ended)
 
 
-def serve(drafter, next_job, send, cancel):
+def serve(drafter, next_job, send, cancel, ended):
     """The worker's loop, for both transports: run each job until None, answer ("ok", result, seconds)
     or ("error", traceback, 0), and keep serving."""
     while (job := next_job()) is not None:
         t0 = time.perf_counter()
         try:
-            send(("ok", job.run(drafter, cancel), time.perf_counter() - t0))
+            send(("ok", job.run(drafter, cancel, ended), time.perf_counter() - t0))
         except Exception:  # noqa: BLE001 - reported to the caller, who raises it
             send(("error", traceback.format_exc(), 0.0))
-
-
-def spinning(poll, spin_s, awake=None):
-    """`poll(timeout)` that first polls without sleeping for up to spin_s (while `awake`, if given, is set).
-    Waking a process that sleeps on a pipe costs tens of microseconds at every message (more on a VM);
-    spinning costs a core that would otherwise wait for the same message."""
-    def ready(timeout):
-        end = time.perf_counter() + spin_s
-        while time.perf_counter() < end and (awake is None or awake.value):
-            if poll(0):
-                return True
-        return poll(timeout)
-    return ready
 
 
 def wait_for(ready, fetch, alive, died, timeout):
@@ -100,31 +88,35 @@ def wait_for(ready, fetch, alive, died, timeout):
     return out, secs
 
 
-def _thread_main(drafter, next_job, send, cancel, cores):
+def _thread_main(drafter, next_job, send, cancel, ended, cores):
     pin(cores)
-    serve(drafter, next_job, send, cancel)
+    serve(drafter, next_job, send, cancel, ended)
 
 
 class ThreadWorker:
     """The drafter in a thread of the target's process; `cores` pins that thread."""
 
     def __init__(self, draft, cores=None):
-        self.jobs, self.results, self.cancel = queue.Queue(), queue.Queue(), threading.Event()
-        self.thread = threading.Thread(target=_thread_main, daemon=True,
-                                       args=(Drafter(draft), self.jobs.get, self.results.put, self.cancel, cores))
+        self.jobs, self.results = queue.Queue(), queue.Queue()
+        self.cancel, self.ended = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=_thread_main, daemon=True, args=(
+            Drafter(draft), self.jobs.get, self.results.put, self.cancel, self.ended, cores))
         self.thread.start()
         self._answer, self.timeout = None, WORKER_TIMEOUT
 
     def submit(self, job):
         self.cancel.clear()
+        self.ended.clear()
         self.timeout = job_timeout(job)
         self.jobs.put(job)
 
     def stop_early(self):
+        """Stop drafting: what the job drafts is no longer wanted."""
         self.cancel.set()
 
-    def spin(self, on):
-        pass  # a thread waits on a queue: nothing spins
+    def forward_ended(self):
+        """The target's forward ended: the job finishes its sequences, but pre-drafts no more outcomes."""
+        self.ended.set()
 
     def _ready(self, timeout):
         if self._answer is None:
@@ -156,25 +148,25 @@ class ThreadWorker:
 @dataclass(frozen=True)
 class WorkerSpec:
     """What the worker process loads: the same model with the same settings as the parent's draft (a llama.cpp
-    GGUF, or an HF model on `device` in `dtype`: PEARL's), where it runs (`cores`: pinned there, or not), and how
-    long it spins for a message before it sleeps."""
+    GGUF, or an HF model on `device` in `dtype`, at its twin shape if it is one: PEARL's), and where it runs
+    (`cores`: pinned there, or not)."""
     path: str
     threads: int
     n_ctx: int = 0
     n_seq: int = 1
     repack: str = None
     cores: set = None
-    spin_s: float = 0.0
     hf_device: str = None  # set: an HF draft on this device
     hf_dtype: str = None
+    hf_twin: str = None  # the HF draft's twin shape (src/backends/twin.py), so the worker's costs what the parent's does
 
     @classmethod
-    def of(cls, draft, cores, spin_s):
+    def of(cls, draft, cores):
         from src.backends.hf_draft import HFDraft
         if isinstance(draft, HFDraft):
-            return cls(str(draft.path), draft.threads, cores=cores, spin_s=spin_s, hf_device=str(draft.model.device),
-                       hf_dtype=str(draft.model.dtype).removeprefix("torch."))
-        return cls(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, draft.repack_mode, cores, spin_s)
+            return cls(str(draft.path), draft.threads, cores=cores, hf_device=str(draft.model.device),
+                       hf_dtype=str(draft.model.dtype).removeprefix("torch."), hf_twin=draft.model.twin)
+        return cls(str(draft.path), draft.threads, draft.n_ctx, draft.n_seq, draft.repack_mode, cores)
 
     def load(self):
         if self.hf_device:
@@ -183,12 +175,12 @@ class WorkerSpec:
             from src.backends.hf_draft import HFDraft
             from src.backends.target import Target
             return HFDraft(Target(self.path, device=self.hf_device, dtype=getattr(torch, self.hf_dtype),
-                                  threads=self.threads))
+                                  threads=self.threads, twin=self.hf_twin))
         from src.backends.draft import Draft
         return Draft(self.path, threads=self.threads, n_ctx=self.n_ctx, n_seq=self.n_seq, repack=self.repack)
 
 
-def _process_main(spec, conn, cancel, awake):
+def _process_main(spec, conn, cancel, ended):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report, once
     pin(spec.cores)
     if not spec.hf_device:  # llama.cpp has its own threads; torch only draws a sampled chain's tokens
@@ -196,22 +188,19 @@ def _process_main(spec, conn, cancel, awake):
         torch.set_num_threads(1)
     drafter = Drafter(spec.load())
     conn.send(("ready", None, 0.0))
-    ready = spinning(conn.poll, spec.spin_s, awake)  # the next job comes one verify later; between answers, sleep
-    serve(drafter, lambda: ready(None) and conn.recv(), conn.send, cancel)
+    serve(drafter, lambda: conn.poll(None) and conn.recv(), conn.send, cancel, ended)
 
 
 class ProcessWorker:
-    """The drafter in its own process, fed over a pipe; it loads the same GGUF with the same settings.
-    `cores` pins it; both ends spin up to `spin_s` for a message before they sleep."""
+    """The drafter in its own process, fed over a pipe; it loads the same draft with the same settings.
+    `cores` pins it."""
 
-    def __init__(self, draft, cores=None, spin_s=0.0):
+    def __init__(self, draft, cores=None):
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.cancel = ctx.Event()
-        self.awake = ctx.RawValue("b", 0)  # a plain shared byte: read in the spin loop, so no lock
-        spec = WorkerSpec.of(draft, cores, spin_s)
-        self.proc = ctx.Process(target=_process_main, daemon=True, args=(spec, child, self.cancel, self.awake))
-        self._ready = spinning(self.conn.poll, spin_s, self.awake)
+        self.cancel, self.ended = ctx.Event(), ctx.Event()
+        spec = WorkerSpec.of(draft, cores)
+        self.proc = ctx.Process(target=_process_main, daemon=True, args=(spec, child, self.cancel, self.ended))
         self.timeout = WORKER_TIMEOUT
         self.proc.start()
         self.result(READY_TIMEOUT)  # importing, then loading the model
@@ -225,6 +214,7 @@ class ProcessWorker:
 
     def submit(self, job):
         self.cancel.clear()
+        self.ended.clear()
         self.timeout = job_timeout(job)
         try:
             self.conn.send(job)
@@ -232,12 +222,12 @@ class ProcessWorker:
             raise self.died() from None
 
     def stop_early(self):
+        """Stop drafting: what the job drafts is no longer wanted."""
         self.cancel.set()
 
-    def spin(self, on):
-        """Let the worker spin for jobs (during an answer) or not (between answers, when other methods
-        may run: a spinning worker would take their core)."""
-        self.awake.value = int(on)
+    def forward_ended(self):
+        """The target's forward ended: the job finishes its sequences, but pre-drafts no more outcomes."""
+        self.ended.set()
 
     def done(self):
         """Whether the last job's answer is in (or the worker is gone: result() then says so), without waiting."""
@@ -249,7 +239,7 @@ class ProcessWorker:
     def result(self, timeout=None):
         """The last job's answer, within `timeout` seconds (default: its job_timeout)."""
         try:
-            return wait_for(self._ready, self.conn.recv, self.proc.is_alive, self.died, timeout or self.timeout)
+            return wait_for(self.conn.poll, self.conn.recv, self.proc.is_alive, self.died, timeout or self.timeout)
         except (EOFError, OSError):
             raise self.died() from None
 
