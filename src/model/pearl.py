@@ -12,8 +12,8 @@ import torch
 from src.argtypes import positive
 from src.backends.hf_draft import HFDraft
 from src.model.base import Cores, Method
-from src.model.duodec import Budget, Modes, Options, Rounds, Threads, measure, pinned_forward
-from src.model.duodec.worker import ProcessWorker
+from src.model.duodec import Budget, Modes, Options, Rounds, Threads, measure
+from src.model.duodec.worker import ProcessWorker, pin
 
 DRAFT = "hf"
 
@@ -27,6 +27,18 @@ def target_cores(cores):
     """The cores the target owns on this host: the first `cores.target` (every core when they are shared)."""
     every = sorted(os.sched_getaffinity(0))
     return set(every if cores.shared else every[:cores.target])
+
+
+def pinned_forward(rounds, cores):
+    """PEARL's forward: the rounds of one answer, the calling thread pinned to `cores` (None: as it is) for
+    that call only, since other methods' turns share the thread."""
+    def forward(prompt_ids, max_new_tokens, sampling, gen):
+        before = pin(cores)
+        try:
+            return rounds.generate(prompt_ids, max_new_tokens, sampling, gen)
+        finally:
+            pin(before)
+    return forward
 
 
 def make(args, target, draft):
@@ -43,7 +55,7 @@ def make(args, target, draft):
     worker = ProcessWorker(hf, own)
     rounds = Rounds(target, worker, (budget, Modes(budget, forced="overlap")), Options(max_seqs=1, fit=False),
                     Threads(threads, threads))
-    forward = pinned_forward(rounds, worker, own)
+    forward = pinned_forward(rounds, own)
     ms = lambda times: {n: round(t * 1e3, 4) for n, t in times.items()}
     return Method(forward, {"gamma": args.gamma, "draft_backend": "hf", "draft_device": str(draft.device),
                             "shared_cores": sorted(own), "draft_step_ms": ms(draft_step),

@@ -33,8 +33,7 @@ from src.model.duodec.loop import Options, Rounds, Threads  # noqa: F401
 from src.model.duodec.policy import LOOKUP_MOST, Budget, Costs, Modes, Tunables  # noqa: F401
 from src.model.duodec.rules import (MODES, balance_gamma, branch_points, chain_tokens,  # noqa: F401
                                     choose_first_tokens, kind, overlap_rate)
-from src.model.duodec.worker import (WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker, job_timeout,  # noqa: F401
-                                     pin)
+from src.model.duodec.worker import WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker, job_timeout  # noqa: F401
 
 DRAFT = "gguf"
 # the paper's scheme: the draft always beside the target, the theta rule with up to 8 sequences, gamma from the
@@ -203,18 +202,6 @@ def measure_every_core(target, draft, cores):
         target.set_threads(threads[1])
 
 
-def pinned_forward(rounds, worker, cores):
-    """The method's forward: the rounds of one answer, the calling thread pinned to `cores` (None: as it is) for
-    that call only, since other methods' turns share the thread."""
-    def forward(prompt_ids, max_new_tokens, sampling, gen):
-        before = pin(cores)
-        try:
-            return rounds.generate(prompt_ids, max_new_tokens, sampling, gen)
-        finally:
-            pin(before)
-    return forward
-
-
 def effective_mode(requested, modes):
     """The mode that runs for --mode `requested` when only `modes` are open (split cores open no -all mode, nor does
     a 1-core host): None for auto; a -all mode that is not open runs on the side's own cores, with a warning."""
@@ -244,11 +231,10 @@ def make(args, target, draft):
     modes = Modes(budget, forced=forced)
     worker = (ProcessWorker if cfg.worker == "process" else ThreadWorker)(draft)
     rounds = Rounds(target, worker, (budget, modes), options, Threads(cores.target, cores.draft, every))
-    forward = pinned_forward(rounds, worker, None)
 
     ms = lambda times: {n: round(t * 1e3, 4) for n, t in times.items()}
     settings = {**asdict(cfg), "max_seqs": options.max_seqs, "mode_effective": forced or "auto",
                 "modes_open": list(budget.costs), "time_balance_gamma": budget.time_gamma,
                 "draft_step_ms": ms(draft_step), "target_forward_ms": ms(target_fwd),
                 "every_core_ms": spread and {"draft_step": ms(spread[0])[1], "target_forward": ms(spread[1])}}
-    return Method(forward, settings, close=worker.close, worker=worker)
+    return Method(rounds.generate, settings, close=worker.close, worker=worker)

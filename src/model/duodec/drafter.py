@@ -40,8 +40,9 @@ def top_only(logits):
 class Drafts:
     """What one job drafted. seqs[s] starts at absolute position starts[s] of the job's context: the first k
     continue the whole context (the theta rule's sequences), the rest are branches: a predicted outcome of the
-    verification (the target's token at an earlier position), continued greedily. odds[s][i]: (top-1 probability, runner-up token, its probability)
-    where seqs[s][i] was chosen as the top-1 ((1, -1, 0) where it was not), for the next job's branch points.
+    verification (the target's token at an earlier position), continued greedily. odds[s][i]: (top-1
+    probability, runner-up token, its probability) where seqs[s][i] was chosen as the top-1 ((1, -1, 0) where it
+    was not), for the next job's branch points.
     steps, step_s: the batched decode steps after the first token, and their seconds (the rest of a job's
     time is its fixed cost: catching up with the context, choosing the first tokens)."""
     seqs: list

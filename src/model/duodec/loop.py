@@ -180,8 +180,9 @@ class Answer:
 
 @dataclass
 class Plan:
-    """One round: its mode, the chain the forward verifies, whether it was looked up rather than drafted, the looked-up tokens verified after a drafted chain, and
-    the job the draft runs meanwhile (None: nothing does), with the threads each side has."""
+    """One round: its mode, the chain the forward verifies, whether it was looked up rather than drafted, the
+    looked-up tokens verified after a drafted chain, and the job the draft runs meanwhile (None: nothing does),
+    with the threads each side has."""
     mode: str
     chain: list
     odds: list
@@ -192,7 +193,6 @@ class Plan:
     caught_s: float = 0.0  # seconds the draft drafted before the forward (a catch-up)
     prefill: bool = False
     draft_threads: int = None
-    on_branch: bool = False
 
 
 class Rounds:
@@ -247,15 +247,17 @@ class Rounds:
         ans.stats.ran_on(mode, (target_threads, draft_threads))
         gamma = self.budget.gamma()
         ans.stats.gammas.append(gamma)
-        p = Plan(mode, ans.pending, ans.odds, ans.q, prefill=prefill, draft_threads=draft_threads,
-                 on_branch=ans.on_branch)
+        p = Plan(mode, ans.pending, ans.odds, ans.q, prefill=prefill, draft_threads=draft_threads)
         if not p.chain and ans.room > 0:
             p.chain, p.odds = self.look_up(ans, [])[:self.lookup_len(ans, [])], []
             p.q = [None] * len(p.chain)
             p.looked_up = bool(p.chain)
             ans.stats.free_rounds += p.looked_up
-        wait_for = {"overlap": self.budget.catch_up_len(), "sequential": gamma, "none": 0}[kind(mode)]
-        if wait_for and not p.chain and not prefill and ans.room > 0:
+        wait_for = 0
+        if not p.chain and not prefill and ans.room > 0:  # the draft drafts first: an SpS round, or a catch-up
+            what = kind(mode)
+            wait_for = gamma if what == "sequential" else self.budget.catch_up_len() if what == "overlap" else 0
+        if wait_for:
             caught, p.caught_s = self.catch_up(ans, p, wait_for)
             p.chain, p.odds, p.q = caught.seqs[0], caught.odds[0], caught.rows(0)
         if p.chain and not p.looked_up and self.opt.extend:
@@ -359,7 +361,7 @@ class Rounds:
         extra = max(0, len(gained) - len(p.chain)) if p.extra else 0
         looked_up = len(gained) if p.looked_up else extra
         ans.stats.free_accepted += looked_up  # looked-up tokens say nothing of the draft's acceptance
-        ans.stats.branch_tokens += min(len(gained), len(p.chain)) if p.on_branch else 0
+        ans.stats.branch_tokens += min(len(gained), len(p.chain)) if ans.on_branch else 0
         if not p.looked_up:
             drafted = len(gained) - looked_up
             self.budget.record(drafted, drafted + (not v.held))  # tested: the accepted, then a rejection
