@@ -18,7 +18,7 @@ from src.eval import answers
 from src.eval.cli import run_cli
 from src.eval.host import host_tag, machine
 from src.eval.inference import Run, add_common_args, answer_config, close_run, run_eval, run_settings
-from src.eval.report import print_beside, write_report
+from src.eval.report import load_run, made_as, print_beside, write_report
 from src.eval.questions import BENCHES, SPLITS, per_category, questions_for
 from src.eval.speed import compare, table
 from src.model import load_draft, load_target, make_method, method_args, plan_cores
@@ -45,6 +45,8 @@ VARIANTS = {
     # the previous default: the mode chosen by the rounds' measured costs
     "duodec-previous": ("duodec", "gguf", ["--mode", "auto"]),
     "duodec-branches": ("duodec", "gguf", ["--branches", "4"]),
+    # after a rejection, an SpS-sized catch-up before the next forward, so a drained pipeline restarts with a chain
+    "duodec-catch-up": ("duodec", "gguf", ["--catch-up", "auto"]),
     "duodec-no-lookup": ("duodec", "gguf", ["--lookup-ngram", "0"]),
     "duodec-no-extend": ("duodec", "gguf", ["--no-lookup-extend"]),
     "duodec-greedy-drafts": ("duodec", "gguf", ["--drafts", "greedy"]),
@@ -186,8 +188,9 @@ def summarise(folder, names, args, host, n_questions):
         report += ["```", table(res, f"{name} vs ar"), "```", ""]
     text = "\n".join(report)
     (folder / "table.md").write_text(text + "\n")
-    (folder / "summary.json").write_text(json.dumps({"machine": host, "split": args.split, "results": summary},
-                                                    indent=1) + "\n")
+    made = made_as(load_run(folder))  # kept: a reference run may later keep only its summary
+    (folder / "summary.json").write_text(json.dumps({"machine": host, "split": args.split, "made_as": made,
+                                                     "results": summary}, indent=1) + "\n")
     return text
 
 

@@ -190,14 +190,24 @@ def machine_of(folder):
     return {}
 
 
+def reference_overall(ref, allow_partial=False):
+    """({method: overall figures}, how it was made) of a reference run: from its answers, or, where only its
+    report was kept (committed runs keep answers only where the README's tables link them), its summary.json."""
+    if (Path(ref) / "ar.jsonl").exists():
+        runs = load_run(ref)
+        return ({m: compare(recs, runs["ar"], allow_partial, (f"{ref}/{m}.jsonl", f"{ref}/ar.jsonl"))["overall"]
+                 for m, recs in runs.items() if m != "ar"}, made_as(runs))
+    path = Path(ref) / "summary.json"
+    if not path.exists():
+        raise AnswerFileError(f"reference {ref} has neither ar.jsonl nor summary.json")
+    summary = json.loads(path.read_text())
+    return {m: res["overall"] for m, res in summary["results"].items()}, summary.get("made_as", "cores -")
+
+
 def beside_references(folder, results, references, allow_partial=False):
     """Markdown: this run's overall speedups next to each reference run's, with each machine."""
-    refs = []
-    for ref in references:
-        if Path(ref).resolve() != Path(folder).resolve():
-            runs = load_run(ref)
-            refs.append((Path(ref), {m: compare(recs, runs["ar"], allow_partial, (f"{ref}/{m}.jsonl", f"{ref}/ar.jsonl"))
-                                     ["overall"] for m, recs in runs.items() if m != "ar"}, made_as(runs)))
+    refs = [(Path(ref), *reference_overall(ref, allow_partial)) for ref in references
+            if Path(ref).resolve() != Path(folder).resolve()]
     if not refs:
         return []
     head = "| method | this run | " + " | ".join(str(r) for r, _, _ in refs) + " |"
@@ -423,6 +433,7 @@ LABELS = {"hf-ar": "transformers `generate`", "hf-assisted": "transformers assis
           "lookahead": "Lookahead", "pearl": "PEARL", "duodec-greedy-drafts": "DuoDecoding, greedy drafts",
           "duodec-previous": "DuoDecoding, the previous default (`--mode auto`)",
           "duodec-branches": "DuoDecoding, outcomes pre-drafted (`--branches 4`)",
+          "duodec-catch-up": "DuoDecoding, an SpS-sized catch-up after a rejection (`--catch-up auto`)",
           "duodec-theta": "DuoDecoding, k sequences (`--max-seqs 8`)",
           "duodec-tree": "DuoDecoding, k-sequence trees after a rejection (`--verify tree`)",
           "duodec-wait-prompt": "DuoDecoding, waiting for the draft to read the prompt",
