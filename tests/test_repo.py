@@ -60,3 +60,9 @@ def test_every_plot_a_report_shows_is_kept():
     missing = [f"{p.relative_to(ROOT)}: {img}" for p in reports
                for img in re.findall(r"!\[[^]]*\]\(([^)]+)\)", p.read_text()) if not (p.parent / img).exists()]
     assert not missing, missing
+
+
+def test_report_labels_name_only_compare_variants():
+    from src.eval.compare import VARIANTS
+    from src.eval.report import LABELS
+    assert set(LABELS) <= set(VARIANTS), sorted(set(LABELS) - set(VARIANTS))

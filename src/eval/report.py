@@ -434,12 +434,8 @@ LABELS = {"hf-ar": "transformers `generate`", "hf-assisted": "transformers assis
           "duodec-previous": "DuoDecoding, the previous default (`--mode auto`)",
           "duodec-branches": "DuoDecoding, outcomes pre-drafted (`--branches 4`)",
           "duodec-catch-up": "DuoDecoding, an SpS-sized catch-up after a rejection (`--catch-up auto`)",
-          "duodec-theta": "DuoDecoding, k sequences (`--max-seqs 8`)",
-          "duodec-tree": "DuoDecoding, k-sequence trees after a rejection (`--verify tree`)",
           "duodec-wait-prompt": "DuoDecoding, waiting for the draft to read the prompt",
-          "duodec-no-extend": "DuoDecoding, no looked-up tokens after the pending draft",
-          "duodec-lookup-gamma": "DuoDecoding, looked-up tokens no more than gamma",
-          "duodec-lookup-10": "DuoDecoding, up to 10 looked-up tokens, whatever they cost"}
+          "duodec-no-extend": "DuoDecoding, no looked-up tokens after the pending draft"}
 
 
 def category_table(folder, over=("sps-gguf",)):
