@@ -7,12 +7,12 @@
 #   bash cmds/gpu_check.sh [--limit 20] [--budget 240] [--resume]   # on a GPU machine; installs wheels/ when
 #                                                   # imports are missing; --resume continues the newest run here
 #   bash cmds/gpu_check.sh --cpu-smoke                  # the same script on the CPU: tiny twins, 2 prompts
-#   bash cmds/gpu_check.sh --rehearse                   # the whole device call rehearsed here (cmds/gpu_rehearse.sh)
+#   bash cmds/gpu_check.sh --rehearse [--quick]         # the whole device call rehearsed here (cmds/gpu_rehearse.sh)
 # The device call (docs/gpu.md): command "bash cmds/gpu_check.sh", carry ["wheels", "data/rest"], timeout_s 420.
 # Speedups measured so are the paper regime's at the demo pair's acceptance, not Llama-2's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "${1:-}" = --rehearse ] && exec bash cmds/gpu_rehearse.sh
+[ "${1:-}" = --rehearse ] && exec bash cmds/gpu_rehearse.sh "${@:2}"
 # the project's environment where cmds/test.sh or demo.sh made one; else the machine's python (a GPU image)
 py=${PYTHON:-python3}
 [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && py=.venv/bin/python

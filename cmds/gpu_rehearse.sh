@@ -11,6 +11,8 @@
 #      PYTHONPATH, one import check), its CPU smoke, with $OUT set;
 #   5. check what came back in $OUT against the device tool's limits (8 files, 16 MiB each, 2 folders deep).
 #   bash cmds/gpu_rehearse.sh            (or bash cmds/gpu_check.sh --rehearse); REHEARSAL_DIR=DIR keeps its files
+#   bash cmds/gpu_rehearse.sh --quick    llama.cpp built with one CPU variant, not the bundle's 15 (same layout,
+#                                        same loader; minutes, not half an hour): what CI runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${REHEARSAL_DIR:-$(mktemp -d)}
@@ -21,9 +23,16 @@ say() { echo "[rehearsal] $*"; }
 # 1. what the command needs, made where pip works
 py=${PYTHON:-python3}
 [ -x .venv/bin/python ] && py=.venv/bin/python
-PYTHON=$py bash cmds/bundle_offline.sh >/dev/null
+wheels=wheels
+if [ "${1:-}" = --quick ]; then
+  # the bundle's other wheels, and the one-variant llama.cpp in place of the bundle's own
+  wheels=$work/wheels
+  rm -rf "$wheels" && mkdir -p "$wheels"
+  PYTHON=$py bash cmds/bundle_offline.sh --one-variant "$wheels" >/dev/null
+else
+  PYTHON=$py bash cmds/bundle_offline.sh >/dev/null
+fi
 "$py" -m src.tools.build_rest_datastore --demo
-carry=(wheels data/rest)
 
 # 2. what travels
 tree=$work/tree
@@ -32,9 +41,10 @@ mkdir -p "$tree" "$work/out"
 { git ls-files; git ls-files --others --exclude-standard; } | sort -u | while read -r f; do
   [ -e "$f" ] && printf '%s\0' "$f"
 done | xargs -0 cp --parents -t "$tree"
-for c in "${carry[@]}"; do cp -r --parents "$c" "$tree"; done
+rm -rf "$tree/wheels" && cp -r "$wheels" "$tree/wheels"
+cp -r --parents data/rest "$tree"
 size=$(du -sb "$tree" | cut -f1)
-say "what travels: $((size / 1024 / 1024)) MiB (tracked $(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1 | awk '{printf "%d", $1 / 1048576}') MiB, wheels $(du -sm wheels | cut -f1) MiB, data/rest $(du -sm data/rest | cut -f1) MiB)"
+say "what travels: $((size / 1024 / 1024)) MiB (tracked $(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1 | awk '{printf "%d", $1 / 1048576}') MiB, wheels $(du -sm "$wheels" | cut -f1) MiB, data/rest $(du -sm data/rest | cut -f1) MiB)"
 if [ "$size" -gt "$LIMIT" ]; then
   echo "error: what travels is $((size / 1024 / 1024)) MiB, over the device tool's 64 MiB" >&2
   exit 1
@@ -52,7 +62,7 @@ if [ ! -e "$image/complete" ]; then
   "$image/bin/python" -m pip install -q $versions
   touch "$image/complete"
 fi
-for w in wheels/*.whl; do
+for w in "$wheels"/*.whl; do
   tags=$(basename "$w" .whl | rev | cut -d- -f1-3 | rev)
   case $tags in
     py3-none-any|py3-none-linux_x86_64|cp312-cp312-manylinux*x86_64*|*-abi3-manylinux*x86_64*) ;;

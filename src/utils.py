@@ -5,11 +5,16 @@ Any entry can be overridden without editing this file:
   - by an environment variable DUODEC_MODEL_<NAME> (upper case, '-' and '.' as '_'),
     e.g. DUODEC_MODEL_LLAMA_2_7B=/models/llama-2-7b-hf.
 
+A name ORG/NAME[@REVISION] (a model folder) or ORG/REPO[@REVISION]:FILE.gguf (a file, or a glob such as
+*Q4_K_M.gguf) is a Hugging Face Hub model, found in its cache as transformers and Llama.from_pretrained find
+it ($HF_HOME, $HF_HUB_CACHE, $HF_HUB_OFFLINE), here as on the command line.
+
 `template` picks how prompts are built: an fschat conversation template, "chat" (the model's own chat
 template, through its tokenizer) or "raw" (the text as is). `fetch` names the command that makes a
 missing model.
 """
 import os
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +69,36 @@ def env_name(name):
     return "DUODEC_MODEL_" + name.upper().replace("-", "_").replace(".", "_")
 
 
+HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?(:[^:]+)?")
+# what transformers reads from a model repository (not its other formats' weights)
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+
+
+def from_hub(name, flag):
+    """ORG/NAME[@REVISION] -> its snapshot folder; ORG/REPO[@REVISION]:FILE -> the one file matching FILE.
+    huggingface_hub's snapshot_download fetches what is missing, or reads only the cache where the hub is off
+    or unreachable, as transformers' from_pretrained and llama-cpp-python's Llama.from_pretrained do."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo, _, pattern = name.partition(":")
+    repo, _, revision = repo.partition("@")
+    try:
+        folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=[pattern] if pattern else HUB_FILES))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        reach = "HF_HUB_OFFLINE=1 is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        raise ModelNotFound(f"{flag} {name!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {reach} "
+                            f"({type(e).__name__}). Download it where there is network (`hf download {repo}`), "
+                            f"set HF_HOME (or HF_HUB_CACHE) to a cache that holds it, or pass a path.") from None
+    if not pattern:
+        return folder
+    found = sorted(folder.glob(pattern))
+    if len(found) != 1:
+        raise ModelNotFound(f"{flag} {name!r}: {len(found)} files of {repo} match {pattern!r} in the cache "
+                            f"({', '.join(f.name for f in found) or 'none'}); name one file")
+    return found[0]
+
+
 def resolve(name_or_path, flag="--target"):
     """A registry name or a path -> (path, entry). One clear error when it does not exist.
 
@@ -79,6 +114,8 @@ def resolve(name_or_path, flag="--target"):
     if name_or_path in MODELS:
         entry = dict(MODELS[name_or_path])
         path = Path(os.environ.get(env_name(name_or_path), entry["path"]))
+        if not path.exists() and HUB_NAME.fullmatch(str(path)):
+            path = from_hub(str(path), flag)
         if not path.exists():
             make = f"Make it with `{entry['fetch']}`, edit" if "fetch" in entry else "Edit"
             raise ModelNotFound(
@@ -87,9 +124,11 @@ def resolve(name_or_path, flag="--target"):
         entry["path"] = path
         return path, entry
     path = Path(name_or_path)
+    if not path.exists() and HUB_NAME.fullmatch(str(name_or_path)):
+        path = from_hub(str(name_or_path), flag)
     if not path.exists():
         raise ModelNotFound(f"{flag} {name_or_path!r} is neither a registered model name "
-                            f"({', '.join(MODELS)}) nor an existing path.")
+                            f"({', '.join(MODELS)}), an existing path, nor a hub name (ORG/NAME, ORG/REPO:FILE.gguf).")
     return path, {"path": path}
 
 
@@ -97,7 +136,7 @@ def check(target, specs=()):
     """Resolve the target, each '--draft NAME' in the method specs, and REST's datastore when used."""
     resolve(target, "--target")
     for spec in specs:
-        words = spec.replace(":", " ").split()
+        words = spec.split()
         if "--draft" in words:
             resolve(words[words.index("--draft") + 1], "--draft")
         if "rest" in words[:2] and "--datastore" not in words:

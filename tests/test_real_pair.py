@@ -14,6 +14,7 @@ from src.eval.prompts import prompt_ids
 from src.eval.questions import SPEC_BENCH, per_category, questions_for
 from src.model.base import Clock, finish
 from src.tools import fetch_real_pair as fetch
+from tests.conftest import specbench
 from tests.lossless import assert_run_matches_ar
 
 IM_START, IM_END, END_OF_TEXT = 151644, 151645, 151643
@@ -76,6 +77,7 @@ def qwen(real_pair):
 
 def test_prompts_are_the_models_chat_template(qwen):
     """Token-identical to apply_chat_template, MT-bench's second turn included, with no BOS prepended."""
+    specbench()
     tok = qwen.tokenizer
     questions = per_category(questions_for("spec_bench_humaneval"), 1)
     assert {q["category"] for q in questions} == set(SPEC_BENCH) | {"humaneval"}
@@ -152,6 +154,7 @@ def test_every_method_is_greedy_lossless_on_the_real_pair(real_pair, tmp_path, g
     every method on real numerics."""
     from src.eval.questions import questions_for
     from tests.conftest import write_jsonl
+    specbench()
     # the shortest translation and HumanEval questions, so the test spends its time decoding with every method
     # rather than prefilling (MT-bench's second turn has its own template test)
     every = questions_for("spec_bench_humaneval")

@@ -98,12 +98,13 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_device_call_rehearsed(tmp_path):
-    """`cmds/gpu_rehearse.sh`: the bundle built, what travels copied and under 64 MiB, the image's transformers 5.17
-    and friends in a fresh environment, the wheels installed as the device does, every import checked, the CPU smoke
-    run with $OUT set, and its results back in $OUT within the device tool's limits."""
+    """`cmds/gpu_rehearse.sh --quick`: the bundle built (llama.cpp with one CPU variant: the same layout and
+    loader as the device's 15), what travels copied and under 64 MiB, the image's transformers 5.17 and friends in
+    a fresh environment, the wheels installed as the device does, every import checked, the CPU smoke run with $OUT
+    set, and its results back in $OUT within the device tool's limits."""
     import os
     import subprocess
-    p = subprocess.run(["bash", "cmds/gpu_check.sh", "--rehearse"], cwd=ROOT, capture_output=True, text=True,
+    p = subprocess.run(["bash", "cmds/gpu_check.sh", "--rehearse", "--quick"], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "REHEARSAL_DIR": str(tmp_path)}, timeout=3600)
     assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
     assert "[rehearsal] ok:" in p.stdout

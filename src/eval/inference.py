@@ -354,14 +354,19 @@ def main(argv=None):
         run_inference(args, method, questions)
 
 
-def run_inference(args, method, questions):
+def build(args, method):
+    """The target, the regime's cores, the draft and the method the flags ask for: (target, cores, draft, forward)."""
     target = load_target(args.target, args.device, args.target_threads, args.device_map, args.dtype)
     gguf = args.draft if args.draft and str(args.draft).endswith("gguf") else None  # a file or a registry name
     cores = plan_cores(args.regime, target, args.target_threads, args.draft_threads, gguf, args.draft_repack)
     target.set_threads(cores.target)
-    template = args.template or target.template
     draft = load_draft(method, args.method, args.draft, target, cores.draft, args.draft_repack)
-    forward = make_method(method, args, target, draft, cores)
+    return target, cores, draft, make_method(method, args, target, draft, cores)
+
+
+def run_inference(args, method, questions):
+    target, cores, draft, forward = build(args, method)
+    template = args.template or target.template
     model_id = args.model_id or f"{args.method}-{target.path.name}"
     config = answer_config(args, args.method, method_flags(method, args), args.draft, template, model_id=model_id)
     run = Run(model_id, forward, Path(args.answer_file), run_settings(args, args.method, args.draft, target, draft,

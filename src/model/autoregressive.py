@@ -11,7 +11,7 @@ def generate(target, prompt_ids, max_new_tokens, sampling, gen=None):
     tokens, gaps = [], []
     while True:
         tok = sample(distributions(logits[None], sampling.temperature, sampling.top_k, sampling.top_p)[0], gen)
-        clock.first_token()
+        clock.gained([tok])
         tokens.append(tok)
         if sampling.greedy:
             top = logits.topk(2).values

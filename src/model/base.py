@@ -1,5 +1,6 @@
 """What every method receives and returns."""
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -73,16 +74,24 @@ class Method:
         return self.forward(prompt_ids, max_new_tokens, sampling, gen)
 
 
+# A callable that takes the tokens each round accepts, as they are accepted (src/generate.py streams them)
+LISTENER = ContextVar("listener", default=None)
+
+
 class Clock:
-    """Time since the call started; the first `first_token()` call fixes the TTFT."""
+    """Time since the call started; the first `gained(tokens)` call fixes the TTFT. Each call passes the round's
+    accepted tokens to the listener set in LISTENER, if any."""
 
     def __init__(self):
         self.t0 = time.perf_counter()
         self.ttft = None
+        self.listener = LISTENER.get()
 
-    def first_token(self):
+    def gained(self, tokens):
         if self.ttft is None:
             self.ttft = time.perf_counter() - self.t0
+        if self.listener is not None:
+            self.listener(list(tokens))
 
 
 def stopped(tokens, stop_ids):
@@ -144,7 +153,7 @@ def decode_loop(target, prompt_ids, max_new_tokens, step):
     done = False
     while len(new) < max_new_tokens and not done:
         gained = step(seq, max_new_tokens - len(new) - 1)
-        clock.first_token()
+        clock.gained(gained)
         seq += gained
         new += gained
         accepts.append(len(gained))

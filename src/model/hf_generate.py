@@ -28,7 +28,7 @@ class StepStreamer(BaseStreamer):
         if not self.prompt_seen:
             self.prompt_seen = True
             return
-        self.clock.first_token()
+        self.clock.gained(value.flatten().tolist())
         self.steps.append(int(value.numel()))
 
     def end(self):

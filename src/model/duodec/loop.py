@@ -216,7 +216,7 @@ class Rounds:
             v = self.verify(ans, p)               # the target's forward: pre-verify, or post-verify the pending
             drafts, beside_s = self.collect(ans, p, v)
             gained = self.accept(ans, p, v, drafts)
-            ans.clock.first_token()
+            ans.clock.gained(gained)
             self.advance(ans, gained, drafts, p, v.held)
             if not prefill:
                 self.observe(ans, p, v, len(gained), (time.perf_counter() - t0, beside_s))
