@@ -85,7 +85,7 @@ if [ -n "${OUT:-}" ]; then
   trap 'kill $copier 2>/dev/null; snapshot' EXIT
 fi
 
-methods=ar,sps,sps-gguf,pld,lookahead,rest,pearl,duodec,duodec-paper,duodec-previous,duodec-branches
+methods=ar,sps,sps-gguf,pld,lookahead,rest,pearl,duodec,duodec-paper,duodec-previous,duodec-no-catch-up
 where=(--out "$out")
 [ $resume = 1 ] && where=(--resume "$out")
 stage "decoding for at most $budget s"

@@ -6,7 +6,7 @@
 # own chat template, in both cores regimes:
 #   split  (the headline): the target owns one core, the draft the other;
 #   shared: every method may use both cores.
-# Rows: AR, SpS-GGUF, PLD, the paper's preset, DuoDecoding and its previous default (--methods for others: the
+# Rows: AR, SpS-GGUF, PLD, the paper's preset, DuoDecoding and its previous default, --catch-up 0 (--methods: the
 # transformers peers, REST, Lookahead, PEARL). Each regime writes a new folder under results/qwen-coder-cpu/runs/
 # (about 30 minutes each on 2 cores). Defaults are chosen with --split dev (the first 4 of each category).
 #   bash cmds/real_cpu.sh [--cores split|shared] [--split dev|test] [--per-category N] [--temperature T]
@@ -34,7 +34,7 @@ for regime in "${regimes[@]}"; do
   refs=()
   [ -s "results/qwen-coder-cpu/REFERENCES-$regime" ] && refs=(--reference $(cat "results/qwen-coder-cpu/REFERENCES-$regime"))
   rows=()
-  [[ " ${args[*]} " == *" --methods "* ]] || rows=(--methods ar,sps-gguf,pld,duodec-paper,duodec,duodec-previous)
+  [[ " ${args[*]} " == *" --methods "* ]] || rows=(--methods ar,sps-gguf,pld,duodec-paper,duodec,duodec-no-catch-up)
   split=()
   [[ " ${args[*]} " == *" --split "* ]] || split=(--split test)
   python -m src.eval.compare --bench spec_bench_humaneval --max-new-tokens 64 "${split[@]}" \

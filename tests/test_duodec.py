@@ -31,59 +31,21 @@ def args(**kw):
 def test_batched_sequences_match_drafting_each_alone(tiny):
     path = str(tiny["draft"]) + ".gguf"
     ctx = Target(tiny["draft"]).tokenizer(PROMPTS[0] + PROMPTS[1])["input_ids"]
-    branch_at = [(len(ctx) - 3, 7, 0.3), (len(ctx) - 1, 9, 0.2)]  # outcomes: the target's token at a position
-    job = duodec.DraftJob(context=ctx, depth=6, max_seqs=8, force_k=4, branch_at=branch_at, odds=True)
+    job = duodec.DraftJob(context=ctx, depth=6, max_seqs=8, force_k=4)
     drafts = duodec.Drafter(Draft(path, n_ctx=256)).run(job)
-    assert drafts.k == 4 and len(drafts.seqs) == 6 and all(len(s) == 6 for s in drafts.seqs)
-    assert drafts.starts == [len(ctx)] * 4 + [pos for pos, _, _ in branch_at]
-    assert drafts.predrafted == 10 and drafts.branch_s > 0
+    assert drafts.k == 4 and len(drafts.seqs) == 4 and all(len(s) == 6 for s in drafts.seqs)
+    assert drafts.starts == [len(ctx)] * 4 and drafts.steps == 5
     alone_draft = Draft(path, n_ctx=256, n_seq=1)
-    for start, seq, odds in zip(drafts.starts, drafts.seqs, drafts.odds):
+    for seq in drafts.seqs:
         # the same first token, then greedy, one sequence at a time
         alone_draft.clear()
-        alone_draft.eval(ctx[:start])
+        alone_draft.eval(ctx)
         got = [seq[0]]
         logits = alone_draft.eval([seq[0]])
-        for i in range(5):
+        for _ in range(5):
             got.append(int(np.argmax(logits)))
-            top, p_top, alt, p_alt = duodec.top_two(logits)[0]
-            assert odds[i + 1][0] == pytest.approx(p_top, abs=1e-5) and odds[i + 1][1] == alt
             logits = alone_draft.eval([got[-1]])
         assert got == seq
-
-
-class Countdown:
-    """An event that reads as set from its n-th look on: the forward 'ends' after n - 1 pre-draft steps."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def is_set(self):
-        self.n -= 1
-        return self.n <= 0
-
-
-def test_predraft_extends_the_likeliest_outcome_until_the_forward_ends(tiny):
-    """Outcomes are drafted one step at a time, always the one whose next token is likeliest to be needed (its odds
-    times its tokens' top-1 probabilities), and no step starts once the forward has ended."""
-    path = str(tiny["draft"]) + ".gguf"
-    ctx = Target(tiny["draft"]).tokenizer(PROMPTS[0])["input_ids"]
-    odds = {len(ctx) - 3: 0.3, len(ctx) - 2: 0.25, len(ctx) - 1: 0.02}
-    job = duodec.DraftJob(context=ctx, depth=8, max_seqs=1, odds=True,
-                          branch_at=[(pos, 5 + i, o) for i, (pos, o) in enumerate(odds.items())])
-    drafts = duodec.Drafter(Draft(path, n_ctx=256)).run(job, ended=Countdown(7))
-    assert drafts.predrafted == 5 == sum(len(sq) - 1 for sq in drafts.seqs[1:])
-    # replay the choice from the odds each step recorded: each step went to the highest weight
-    weight = {s: odds[drafts.starts[s]] for s in range(1, 4)}
-    taken = {s: 1 for s in weight}
-    for _ in range(5):
-        s = max(weight, key=lambda s: (weight[s], -s))
-        assert taken[s] < len(drafts.seqs[s]), (s, weight, drafts.seqs)
-        weight[s] *= drafts.odds[s][taken[s]][0]
-        taken[s] += 1
-    assert all(taken[s] == len(drafts.seqs[s]) for s in weight)
-    untimed = duodec.Drafter(Draft(path, n_ctx=256)).run(duodec.DraftJob(**{**vars(job), "until_s": 0.0}))
-    assert untimed.predrafted == 0 and len(untimed.seqs[0]) == 8  # the chain is whole; no outcome fits
 
 
 @pytest.mark.parametrize("variant", [
@@ -93,9 +55,9 @@ def test_predraft_extends_the_likeliest_outcome_until_the_forward_ends(tiny):
     dict(max_seqs=8),                          # the automatic theta rule, auto gamma
     dict(gamma_rule="time", catch_up=2),
     dict(force_seqs=3, gamma="9", catch_up=4),  # k forced beside the forward, one catch-up sequence after a rejection
-    dict(branches=0, lookup_ngram=0),          # neither branches nor free candidates
-    dict(branches=4, lookup_ngram=0, worker="process"),
-    dict(branches=4, catch_up="auto"),         # outcomes pre-drafted; an SpS round after a rejection
+    dict(lookup_ngram=0),                      # no free candidates
+    dict(lookup_ngram=0, worker="process"),
+    dict(catch_up="auto"),                     # an SpS round after a rejection
     dict(mode="sequential"),                   # draft, then verify
     dict(mode="sequential-all", worker="process", shared=True),  # each side on every core in its turn
     dict(mode="none", lookup_ngram=2),         # the target alone with free candidates
@@ -138,10 +100,10 @@ def test_a_draft_slow_to_read_the_prompt_does_not_hold_the_target(tiny, monkeypa
     prompts = [target.tokenizer(p)["input_ids"] for p in PROMPTS]
     run = duodec.DraftJob.run
 
-    def slow_read(job, drafter, cancel, ended):
+    def slow_read(job, drafter, cancel):
         if list(job.context) == prompts[0]:
             time.sleep(0.3)
-        return run(job, drafter, cancel, ended)
+        return run(job, drafter, cancel)
     monkeypatch.setattr(duodec.DraftJob, "run", slow_read)
     for wait in (False, True):
         fwd = duodec.make(args(wait_for_prompt=wait, gamma="4"), target, Draft(str(tiny["target"]) + ".gguf", n_ctx=512))
@@ -203,24 +165,6 @@ def test_reaches_eos(tiny_vocab):
         outs = [fwd(p, 30, Sampling(), None) for p in prompts]
         greedy_mismatches(target, prompts, [o.token_ids for o in outs], 30, "eos")
         assert any(o.stop == "eos" for o in outs) and any(o.stop == "length" for o in outs)
-    finally:
-        fwd.close()
-
-
-def test_branches_answer_rejections_and_stay_greedy(tiny_vocab):
-    """On the 16-token pair the draft's runner-up is often the target's choice: rejections find a branch
-    drafted from it ready (no catch-up wait), and the outputs still equal AR's."""
-    target = Target(tiny_vocab["target"])
-    fwd = duodec.make(args(gamma="6", branches=3, lookup_ngram=0, catch_up=4), target,
-                      Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=512))
-    try:
-        prompts = [[1] + [3 + (i * 5 + j) % 12 for j in range(1 + i % 4)] for i in range(30)]
-        outs = [fwd(p, 30, Sampling(), None) for p in prompts]
-        greedy_mismatches(target, prompts, [o.token_ids for o in outs], 30, "branches")
-        hits, saved = (sum(o.stats[k] for o in outs) for k in ("branch_hits", "branch_tokens"))
-        print("branch hits", hits, "tokens saved", saved, "catch-up idle",
-              [o.stats["catch_up_idle_share"] for o in outs][:5])
-        assert hits > 0 and sum(o.stats["outcomes"] for o in outs) >= hits
     finally:
         fwd.close()
 
@@ -289,17 +233,13 @@ def test_a_job_that_reads_a_long_prompt_may_take_longer():
 
 def test_continuation_picks_the_sequence_that_agrees():
     context = [1, 2, 3, 4, 5]  # 4, 5 were pending
-    d = duodec.Drafts(seqs=[[6, 7, 8], [9, 10], [20, 21, 22]], starts=[5, 5, 3], k=2,
-                      odds=[[(1, -1, 0)] * 3, [(1, -1, 0)] * 2, [(0.5, 30, 0.3), (0.6, 31, 0.2), (0.7, 32, 0.1)]])
-    assert d.continuation(context, [1, 2, 3, 4, 5, 6])[0] == [7, 8]        # all held, top-1 accepted
+    d = duodec.Drafts(seqs=[[6, 7, 8], [9, 10]], starts=[5, 5], k=2)
+    assert d.continuation(context, [1, 2, 3, 4, 5, 6]) == ([7, 8], [None, None])  # all held, top-1 accepted
     assert d.continuation(context, [1, 2, 3, 4, 5, 9])[0] == [10]          # all held, sequence 1 accepted
     assert d.continuation(context, [1, 2, 3, 4, 5, 11])[0] == []           # no candidate accepted
-    got = d.continuation(context, [1, 2, 3, 20])                           # 4 rejected, 20 in its place
-    assert got == ([21, 22], [(0.6, 31, 0.2), (0.7, 32, 0.1)], [None, None])  # greedy tokens: no draw rows
-    drawn = duodec.Drafts(seqs=[[6, 7, 8]], starts=[5], k=1, odds=[[(1, -1, 0)] * 3], q=[["q6", "q7", "q8"]])
-    assert drawn.continuation(context, [1, 2, 3, 4, 5, 6])[::2] == ([7, 8], ["q7", "q8"])  # rows travel along
-    assert d.continuation(context, [1, 2, 3, 4, 20])[0] == []              # the branch sits elsewhere
-    assert d.continuation(context, [1, 2, 9, 20])[0] == []                 # disagrees before the branch
+    assert d.continuation(context, [1, 2, 3, 20])[0] == []                 # 4 rejected: nothing drafted from 20
+    drawn = duodec.Drafts(seqs=[[6, 7, 8]], starts=[5], k=1, q=[["q6", "q7", "q8"]])
+    assert drawn.continuation(context, [1, 2, 3, 4, 5, 6]) == ([7, 8], ["q7", "q8"])  # rows travel along
 
 
 def test_theta_rule_drafts_several_sequences_when_unsure(tiny_vocab):
@@ -353,38 +293,37 @@ def test_drawn_sequences_draw_their_first_tokens_without_replacement(tiny_vocab)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4", branches=0),
+@pytest.mark.parametrize("variant", [dict(force_seqs=3, gamma="4"),
                                      dict(gamma="4", catch_up=0, max_seqs=8, drafts="greedy"),
-                                     dict(gamma="6", branches=3, lookup_ngram=2, catch_up=4, drafts="greedy"),
+                                     dict(gamma="6", lookup_ngram=2, catch_up=4, drafts="greedy"),
                                      dict(gamma="4"),
                                      dict(gamma="4", max_seqs=8), dict(gamma="3", lookup_ngram=1)],
-                         ids=["k=3 forced", "theta rule, top tokens", "branches and free candidates",
+                         ids=["k=3 forced", "theta rule, top tokens", "catch-up and free candidates",
                               "drawn chain (default)", "theta rule, drawn sequences",
                               "drawn chain, looked-up tokens after it"])
 def test_sampling_over_pipelined_rounds(tiny_vocab, variant):
-    """Sampled outputs of 8 tokens, many rounds each (pre- and post-verify, catch-up, branches, looked-up
+    """Sampled outputs of 8 tokens, many rounds each (pre- and post-verify, catch-up, looked-up
     candidates), follow AR's distribution at every position."""
     target = Target(tiny_vocab["target"])
     fwd = duodec.make(args(**variant), target, Draft(str(tiny_vocab["draft"]) + ".gguf", n_ctx=512))
     try:
-        prompt, gen, outs, ks, rounds, hits, free = [1, 5, 6], torch.Generator().manual_seed(3), [], {}, 0, 0, 0
+        prompt, gen, outs, ks, rounds, free = [1, 5, 6], torch.Generator().manual_seed(3), [], {}, 0, 0
         for _ in range(1500):
             g = fwd(prompt, 8, Sampling(1.0), gen)
             outs.append(g.token_ids)
             rounds += g.decoding_steps
-            hits += g.stats["branch_hits"]
             free += g.stats["free_rounds"]
             for k, v in g.stats["k_hist"].items():
                 ks[k] = ks.get(k, 0) + v
         assert rounds > 2 * len(outs), rounds
-        if variant.get("branches"):
-            assert hits > 30 and free > 30, (hits, free)  # corrections land on branches; n-grams recur
+        if variant.get("lookup_ngram") == 2:
+            assert free > 30, free  # n-grams recur
         elif variant.get("lookup_ngram") == 1:
             assert free > 1000, free  # 1-grams recur at once: most drawn chains carry looked-up tokens
         elif variant.get("force_seqs") or variant.get("max_seqs"):
             assert any(int(k) > 1 for k in ks), ks
         pval, n = pit_pvalue(target, prompt, outs, 8)
-        print(f"duodec {variant}: {n} tokens, k {ks}, branch hits {hits}, free rounds {free}, PIT chi-square p = {pval:.3f}")
+        print(f"duodec {variant}: {n} tokens, k {ks}, free rounds {free}, PIT chi-square p = {pval:.3f}")
         assert n > 5000 and pval > ALPHA
     finally:
         fwd.close()

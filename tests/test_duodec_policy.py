@@ -107,7 +107,7 @@ def test_lookup_scan_finds_the_best_length(a, b, base, slope, one, drafted, most
 def observe(budget, fed, forward_s, draft_s, steps, step_s, seqs=1):
     """One round's hand-made timings, as the loop reports them: the forward, then the draft job."""
     budget.observe_forward(fed, forward_s)
-    budget.observe_job(duodec.Drafts([[0]] * seqs, [0] * seqs, seqs, [[]] * seqs, steps, step_s), draft_s)
+    budget.observe_job(duodec.Drafts([[0]] * seqs, [0] * seqs, seqs, steps, step_s), draft_s)
 
 
 def test_rounds_draft_what_fits_in_their_forward():

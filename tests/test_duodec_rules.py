@@ -1,4 +1,4 @@
-"""DuoDecoding's rules (src/model/duodec/rules.py), by hand: the theta rule, the paper's gamma, branch points."""
+"""DuoDecoding's rules (src/model/duodec/rules.py), by hand: the theta rule, the paper's gamma, the overlap rate."""
 import numpy as np
 import pytest
 
@@ -21,17 +21,6 @@ def test_balance_gamma_by_hand():
     assert duodec.balance_gamma({1: 0.0005}, {1: 0.0031, 64: 0.0094}) == 8
     assert duodec.balance_gamma({1: 1.0}, {1: 0.001, 8: 0.002}) == 1  # a slow draft: one token
     assert duodec.balance_gamma({1: 1e-9}, {1: 1.0, 8: 2.0}, cap=16) == 16  # a free draft: the cap
-
-
-def test_branch_points_on_hand_made_odds():
-    # (p_top, runner-up, p_runner-up) per pending token; reach: 1, 0.9, 0.45, 0.36
-    odds = [(0.9, 11, 0.05), (0.5, 12, 0.4), (0.8, 13, 0.1), duodec.drafter.NOT_TOP]
-    # weights: 0.05, 0.36, 0.045 (under the floor), none
-    points = lambda *a, **kw: [(pos, t, round(p, 6)) for pos, t, p in duodec.branch_points(*a, **kw)]
-    assert points(odds, 100, 2) == [(101, 12, 0.36), (100, 11, 0.05)]
-    assert points(odds, 100, 1) == [(101, 12, 0.36)]
-    assert points(odds, 100, 0) == []
-    assert points(odds, 100, 4, floor=0.01) == [(101, 12, 0.36), (100, 11, 0.05), (102, 13, 0.045)]
 
 
 def test_overlap_rate_against_the_two_state_chain_worked_by_hand():

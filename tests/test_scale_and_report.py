@@ -7,7 +7,7 @@ from src.backends.target import Target
 from src.eval import answers
 from src.eval.inference import Run, main as inference_main, run_eval
 from src.eval.merge import merge
-from src.eval.report import lookahead_costs, overlap_ceiling, pipeline, write_report
+from src.eval.report import load_run, lookahead_costs, overlap_ceiling, pipeline, plot_title, write_report
 from src.eval.speed import main as speed_main
 from src.model import METHODS
 from src.model.autoregressive import generate
@@ -81,10 +81,14 @@ def test_report_writes_markdown_and_plots(tiny, tmp_path):
                          "draft_idle_share": 0.3} if name == "duodec" else {}
             return out
         run_eval([Run(name, fwd, tmp_path / f"{name}.jsonl")], QS, t.tokenizer, max_new_tokens=6, warmup=0)
+    (tmp_path / "machine.json").write_text(json.dumps({"cpu": "AMD EPYC", "cores": 2, "gpu": "none"}))
+    (tmp_path / "summary.json").write_text(json.dumps({"split": "test"}))
     md = write_report(tmp_path).read_text()
     assert "## code" in md and "## overall" in md and "| duodec | 7 |" in md
     for png in ("speedup.png", "acceptance.png"):
         assert (tmp_path / png).stat().st_size > 5000
+    # the plots say where and how they were measured (answers made before regimes record none: '-')
+    assert plot_title(tmp_path, load_run(tmp_path)) == "AMD EPYC, 2 cores; cores -; test split"
 
 
 def test_pipeline_bound_and_efficiency_by_hand():

@@ -89,7 +89,7 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert (tmp_path / "duodec-twins/draft-256x5x512.gguf").exists()
     report = (ROOT / "results/tmp/gpu-smoke/report.md").read_text()
-    for m in ("sps", "sps-gguf", "pld", "rest", "duodec", "duodec-paper", "duodec-previous", "duodec-branches"):
+    for m in ("sps", "sps-gguf", "pld", "rest", "duodec", "duodec-paper", "duodec-previous"):
         assert f"| {m} | " in report
     for part in ("cost-matched twins", "Target forward, ms", "efficiency", "token-identical to AR", "over SpS"):
         assert part in report

@@ -42,11 +42,10 @@ VARIANTS = {
     "hf-lookup": ("hf", None, ["--mode", "lookup"]),
     # ablations: the paper's scheme, then one lever of the default undone (or an option added) at a time
     "duodec-paper": ("duodec", "gguf", ["--preset", "paper"]),
-    # the previous default: the mode chosen by the rounds' measured costs
+    # the default before the overlapped mode on split cores: the mode chosen by the rounds' measured costs
     "duodec-previous": ("duodec", "gguf", ["--mode", "auto"]),
-    "duodec-branches": ("duodec", "gguf", ["--branches", "4"]),
-    # after a rejection, an SpS-sized catch-up before the next forward, so a drained pipeline restarts with a chain
-    "duodec-catch-up": ("duodec", "gguf", ["--catch-up", "auto"]),
+    # the default before the catch-up: after a rejection, the paper's pre-verify round (the target's own token)
+    "duodec-no-catch-up": ("duodec", "gguf", ["--catch-up", "0"]),
     "duodec-no-lookup": ("duodec", "gguf", ["--lookup-ngram", "0"]),
     "duodec-no-extend": ("duodec", "gguf", ["--no-lookup-extend"]),
     "duodec-greedy-drafts": ("duodec", "gguf", ["--drafts", "greedy"]),

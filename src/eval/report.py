@@ -54,14 +54,14 @@ def duodec_stats(records):
             gammas.append(st.gamma)
             for key, xs in shares.items():
                 xs.append(getattr(st, key))
-            counts.update(branch_hits=st.branch_hits, free_rounds=st.free_rounds)
+            counts.update(free_rounds=st.free_rounds)
             if st.verify_ms:
                 v_tok.append(st.verify_tokens)
     mean = lambda xs: statistics.fmean(xs) if xs else 0.0
     return {"gamma": Counter(gammas).most_common(1)[0][0] if gammas else None, "k_hist": dict(sorted(ks.items())),
             "target_idle": mean(shares["target_idle_share"]), "catch_up_idle": mean(shares["catch_up_idle_share"]),
             "draft_idle": mean(shares["draft_idle_share"]), "verify_tokens": mean(v_tok),
-            "branch_hits": counts["branch_hits"] / max(1, len(gammas)), "free_rounds": counts["free_rounds"] / max(1, len(gammas)),
+            "free_rounds": counts["free_rounds"] / max(1, len(gammas)),
             "modes": ", ".join(f"{m} {n}" for m, n in modes.most_common() if n) or "-", "switches": switches,
             "jobs": {m: (statistics.median(a for a, _ in xs), statistics.median(b for _, b in xs))
                      for m, xs in timing.items() if not m.startswith("none")}}
@@ -340,19 +340,18 @@ def write_report(folder, references=(), allow_partial=False):
                   "time per verify round (forward and verification, measured in the run). Efficiency: the "
                   "question's speedup ÷ its bound. Both are medians over questions. Target idle: the share of "
                   "the time the target waits for the draft (of which catch-up: waiting for drafts after a rejection "
-                  "or an empty round). Per answer: rejections a ready branch answered, rounds that verified "
-                  "looked-up tokens. Draft job: its fixed ms + ms per step in each mode that drafted, as timed in "
+                  "or an empty round). Per answer: rounds that verified looked-up tokens. Draft job: its fixed ms + ms per step in each mode that drafted, as timed in "
                   "that mode's rounds (medians over answers). Rounds by mode: how many rounds ran overlapped, sequential "
                   "or with no draft, and how often the choice switched (the answers' stats say why).", "",
-                  "| run | gamma | k histogram (rounds) | target idle (catch-up) | draft idle | branch hits | "
+                  "| run | gamma | k histogram (rounds) | target idle (catch-up) | draft idle | "
                   "lookup rounds | tokens fed per forward | verify ms | draft job | bound | efficiency | "
                   "rounds by mode (switches) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in duo:
             s = duodec_stats(runs[m])
             v_ms, bound, eff = pipeline(runs[m], runs["ar"])
             lines.append(f"| {m} | {s['gamma']} | {s['k_hist']} | {s['target_idle']:.0%} ({s['catch_up_idle']:.0%}) | "
-                         f"{s['draft_idle']:.0%} | {s['branch_hits']:.1f} | {s['free_rounds']:.1f} | "
+                         f"{s['draft_idle']:.0%} | {s['free_rounds']:.1f} | "
                          f"{s['verify_tokens']:.1f} | {v_ms:.2f} | {job(s)} | {bound:.2f} | {eff:.2f} | "
                          f"{s['modes']} ({s['switches']}) |")
         lines.append("")
@@ -383,29 +382,48 @@ def write_report(folder, references=(), allow_partial=False):
         lines.append("")
     lines += ["![speedup](speedup.png)", "", "![acceptance](acceptance.png)", ""]
     (folder / "report.md").write_text("\n".join(lines))
-    plot_speedup(results, methods, cats, folder / "speedup.png")
-    plot_acceptance(runs, methods, folder / "acceptance.png")
+    title = plot_title(folder, runs)
+    plot_speedup(results, methods, cats, folder / "speedup.png", title)
+    plot_acceptance(runs, methods, folder / "acceptance.png", title=title)
     return folder / "report.md"
 
 
-def plot_speedup(results, methods, cats, path):
-    fig, ax = plt.subplots(figsize=(max(7, 0.3 * len(methods) * len(cats) + 4), 4.5))
+def plot_title(folder, runs):
+    """What a plot measured: the host, the cores regime (and temperature), the split where the run used one."""
+    machine = machine_of(folder)
+    split = json.loads((Path(folder) / "summary.json").read_text()).get("split") \
+        if (Path(folder) / "summary.json").exists() else None
+    host = f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores" + \
+        (f", GPU {machine['gpu']}" if machine.get("gpu", "none") != "none" else "")
+    return f"{host}; {made_as(runs)}" + (f"; {split} split" if split else "")
+
+
+def plot_speedup(results, methods, cats, path, title=""):
+    """Bars per category with their values; DuoDecoding's bar outlined and its legend entry bold."""
+    fig, ax = plt.subplots(figsize=(max(7, 0.3 * len(methods) * len(cats) + 4), 4.8))
     width = 0.8 / max(1, len(methods))
     colors = plt.get_cmap("tab20").colors
     for i, m in enumerate(methods):
         xs = [c + (i - (len(methods) - 1) / 2) * width for c in range(len(cats))]
-        ax.bar(xs, [results[m][c]["speedup"] for c in cats], width, label=m, color=colors[i % len(colors)])
+        ours = m == "duodec"
+        bars = ax.bar(xs, [results[m][c]["speedup"] for c in cats], width, label=m, color=colors[i % len(colors)],
+                      edgecolor="black" if ours else None, linewidth=1.5 if ours else 0, hatch="//" if ours else None)
+        ax.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2,
+                     fontweight="bold" if ours else "normal")
     ax.axhline(1.0, color="black", linewidth=1, linestyle="--", label="AR = 1")
     ax.set_xticks(range(len(cats)), cats)
     ax.set_ylabel("speedup over AR")
-    ax.set_title("Speedup per category")
-    ax.legend(fontsize=8, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.margins(y=0.12)
+    ax.set_title("Speedup over AR per category" + (f"\n{title}" if title else ""), fontsize=10)
+    legend = ax.legend(fontsize=8, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for text in legend.get_texts():
+        text.set_fontweight("bold" if text.get_text() == "duodec" else "normal")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_acceptance(runs, methods, path, cap=16):
+def plot_acceptance(runs, methods, path, cap=16, title=""):
     """Share of target forwards that gained 1, 2, ... tokens; cap or more are pooled in the last point."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
     colors = plt.get_cmap("tab20").colors
@@ -419,7 +437,7 @@ def plot_acceptance(runs, methods, path, cap=16):
                 color=colors[i % len(colors)])
     ax.set_xlabel(f"tokens gained per target forward ({cap} = {cap} or more)")
     ax.set_ylabel("share of forwards")
-    ax.set_title("Accepted tokens per target forward")
+    ax.set_title("Accepted tokens per target forward" + (f"\n{title}" if title else ""), fontsize=10)
     ax.set_xticks(range(1, cap + 1))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
@@ -431,9 +449,8 @@ LABELS = {"hf-ar": "transformers `generate`", "hf-assisted": "transformers assis
           "hf-lookup": "transformers prompt lookup", "sps": "SpS, HF draft", "sps-gguf": "SpS, GGUF draft",
           "pld": "PLD", "rest": "REST", "duodec": "**DuoDecoding**", "duodec-paper": "DuoDecoding, the paper's preset",
           "lookahead": "Lookahead", "pearl": "PEARL", "duodec-greedy-drafts": "DuoDecoding, greedy drafts",
-          "duodec-previous": "DuoDecoding, the previous default (`--mode auto`)",
-          "duodec-branches": "DuoDecoding, outcomes pre-drafted (`--branches 4`)",
-          "duodec-catch-up": "DuoDecoding, an SpS-sized catch-up after a rejection (`--catch-up auto`)",
+          "duodec-previous": "DuoDecoding, `--mode auto` (the default before the overlapped mode on split cores)",
+          "duodec-no-catch-up": "DuoDecoding, the previous default (`--catch-up 0`: no catch-up after a rejection)",
           "duodec-wait-prompt": "DuoDecoding, waiting for the draft to read the prompt",
           "duodec-no-extend": "DuoDecoding, no looked-up tokens after the pending draft"}
 

@@ -1,22 +1,11 @@
 """DuoDecoding (arXiv 2503.00784): a llama.cpp draft on the CPU drafts while the target verifies.
 
-    rules.py    the paper's rules and this project's, as pure functions: the theta rule, gamma from the speed
-                ratio, k sequences sharing gamma, a chain's expected tokens, the pipeline's rate, branch points
-    policy.py   what the rounds measure, and what follows: gamma and depths (Budget), and which way to run
-                (Modes, --mode auto): overlapped, sequential or no draft, on each side's cores or every core
-    drafter.py  the drafter: its sequences in one llama_decode a step
-    worker.py   where the drafter runs: its own process (default) or a thread, one dispatch loop for both
-    loop.py     the rounds (Rounds): plan, verify the pending draft while the next is drafted, collect, accept,
-                advance
-
-The paper's terms in the code: pre-verify / post-verify = a round with nothing pending / with a pending draft
-(Rounds.verify); gamma = Budget.gamma() (--gamma-rule time: the paper's speed ratio, rules.balance_gamma); the k
-sequences = rules.choose_first_tokens (--max-seqs, --preset paper); the parallel draft = Rounds.job_beside, run
-by the worker while the target's forward runs.
-
-Dynamic multi-sequence drafting: theta = p(1st top-1) * p(2nd top-1); every other first-position token
-with p > theta (up to --max-seqs) starts its own sequence. Beyond the paper: branches at the pending
-draft's unsure positions, and looked-up n-gram continuations as free candidates, alone or after the pending draft.
+rules.py (pure rules: theta, gamma, rates), policy.py (what the rounds measure; gamma and the mode), drafter.py
+(the draft's sequences, one llama_decode a step), worker.py (where it runs: a process or a thread), loop.py (the
+rounds). The paper's terms: pre- / post-verify = a round with nothing / a draft pending (Rounds.verify); gamma =
+Budget.gamma() (--gamma-rule time: the paper's speed ratio); the k sequences = rules.choose_first_tokens, theta =
+p(1st top-1) * p(2nd top-1) (--max-seqs); the parallel draft = Rounds.job_beside. Beyond the paper: looked-up
+n-grams as free candidates, alone or after the pending draft.
 """
 import os
 import sys
@@ -28,10 +17,10 @@ import torch
 
 from src.argtypes import gamma_or_auto, non_negative, non_negative_or, ranged
 from src.model.base import Cores, Method, median_seconds
-from src.model.duodec.drafter import Drafter, Drafts, top_two  # noqa: F401
+from src.model.duodec.drafter import Drafter, Drafts  # noqa: F401
 from src.model.duodec.loop import Options, Rounds, Threads  # noqa: F401
 from src.model.duodec.policy import LOOKUP_MOST, Budget, Costs, Modes, Tunables  # noqa: F401
-from src.model.duodec.rules import (MODES, balance_gamma, branch_points, chain_tokens,  # noqa: F401
+from src.model.duodec.rules import (MODES, balance_gamma, chain_tokens,  # noqa: F401
                                     choose_first_tokens, kind, overlap_rate)
 from src.model.duodec.worker import WORKER_TIMEOUT, DraftJob, ProcessWorker, ThreadWorker, job_timeout  # noqa: F401
 
@@ -39,7 +28,7 @@ DRAFT = "gguf"
 # the paper's scheme: the draft always beside the target, the theta rule with up to 8 sequences, gamma from the
 # speed ratio, gamma tokens every round, no looked-up candidates
 PRESETS = {"paper": {"mode": "overlap", "max_seqs": 8, "gamma_rule": "time", "lookup_ngram": 0, "fit": False,
-                    "drafts": "greedy", "wait_for_prompt": True}}
+                    "drafts": "greedy", "wait_for_prompt": True, "catch_up": 0}}
 
 
 @dataclass(frozen=True)
@@ -52,8 +41,7 @@ class Config:
     mode: str = None  # None: overlap on split cores, auto on shared ones
     max_seqs: int = 1
     force_seqs: int = 0
-    catch_up: object = 0  # "auto" or a number of draft tokens
-    branches: int = 0
+    catch_up: object = "auto"  # "auto" or a number of draft tokens
     lookup_ngram: int = 3
     lookup_extend: bool = True
     fit: bool = True
@@ -73,7 +61,7 @@ class Config:
     def options(self, n_seq):
         """The loop's options, with the draft's sequence slots capping the sequences."""
         return Options(max_seqs=min(self.max_seqs, n_seq), force_k=self.force_seqs, catch_up=self.catch_up,
-                       lookup_ngram=self.lookup_ngram, branches=self.branches, fit=self.fit,
+                       lookup_ngram=self.lookup_ngram, fit=self.fit,
                        draw=self.drafts == "sampled", read_beside=not self.wait_for_prompt, extend=self.lookup_extend)
 
 
@@ -96,19 +84,15 @@ def add_args(ap):
                     help="duodec: verify the pending draft alone. By default the looked-up tokens that would "
                          "follow it (--lookup-ngram) ride in the same forward: where text is copied they gain tokens "
                          "the draft has not reached, at the cost of a few more tokens in a forward nearly flat in them")
-    ap.add_argument("--catch-up", type=non_negative_or("auto"), default=0,
+    ap.add_argument("--catch-up", type=non_negative_or("auto"), default="auto",
                     help="duodec, overlapped rounds: after a rejection, wait for this many draft tokens before the "
-                         "next target forward; auto: as many as a sequential round (SpS's) would draft at the "
-                         "measured costs and acceptance. 0: the paper's pre-verify round (a forward over the target's "
-                         "own token while the draft drafts from it), so the target never waits")
+                         "next target forward, so the drained pipeline restarts with a chain; auto (default): as many "
+                         "as a sequential round (SpS's) would draft at the measured costs and acceptance. 0: the "
+                         "paper's pre-verify round (a forward over the target's own token while the draft drafts "
+                         "from it), so the target never waits")
     ap.add_argument("--gamma-rule", choices=["acceptance", "time"], default="acceptance",
                     help="duodec, with --gamma auto: maximise expected tokens per second given the acceptance "
                          "measured so far, or balance drafting and verification time (the paper's rule)")
-    ap.add_argument("--branches", type=ranged(int, 0, 7), default=0,
-                    help="duodec, greedy drafts: with the time the forward leaves after the pending draft's "
-                         "continuation, draft continuations of this many likeliest verification outcomes (the "
-                         "pending draft rejected at a position, the draft's runner-up token there), one step at a "
-                         "time, so that a rejection there finds the next draft ready (0: off)")
     ap.add_argument("--no-fit", action="store_true",
                     help="duodec: draft gamma tokens in every round (the paper), even where the target's forward "
                          "is shorter than the drafting (one token after a rejection) and so waits for it; by "
@@ -118,7 +102,7 @@ def add_args(ap):
                          "draft's distribution and tested by the rejection rule, as SpS does (k sequences: first "
                          "tokens drawn without replacement, tried by recursive rejection); greedy: the draft's top "
                          "tokens, tested by the deterministic-candidate rule (upstream, which is greedy-only). "
-                         "--force-seqs, branches and trees always draft top tokens")
+                         "--force-seqs always drafts top tokens")
     ap.add_argument("--wait-for-prompt", action="store_true",
                     help="duodec: after the prefill, the target waits until the draft has read the prompt (upstream). "
                          "By default it goes on with its own tokens and free candidates meanwhile, which a long prompt "
@@ -159,7 +143,7 @@ def measure(target, draft, max_seqs, context_len=64, sizes=(1, 2, 4, 8, 16, 32, 
             for s in range(k):
                 draft.rollback(len(ctx), s)
         draft_step[k] = median_seconds(step, reps, PROBE_S)
-        drafter.branches = [list(ctx)]
+        drafter.held = [list(ctx)]
     drafter.reset()
     return draft_step, measure_target(target, ctx, sizes, reps)
 

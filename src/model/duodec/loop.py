@@ -1,9 +1,7 @@
 """DuoDecoding's rounds. Each round the target verifies the pending draft (post-verify; with nothing pending, its
-own token or looked-up tokens: pre-verify) while the worker drafts on from the pending draft's end and, with the
-time the forward leaves, the verification's likeliest other outcomes (rejected at position j, the target's token
-there c). A draft that continues what the target kept becomes the next pending draft, so a rejection that was
-foreseen keeps the pipeline full. --mode auto may run the rounds in turns instead (sequential), or the target
-alone. Drawn draft tokens (sampling) are tested by the rejection rule, every other candidate by the
+own token or looked-up tokens: pre-verify) while the worker drafts on from the pending draft's end. A draft that
+continues what the target kept becomes the next pending draft. --mode auto may run the rounds in turns instead
+(sequential), or the target alone. Drawn draft tokens (sampling) are tested by the rejection rule, every other candidate by the
 deterministic-candidate rule, each position by its own, so the output is the target's distribution."""
 import time
 from collections import Counter
@@ -15,7 +13,7 @@ import torch
 from src.model.base import Clock, chain_step, common_prefix, finish, stopped
 from src.model.duodec.drafter import Drafts
 from src.model.duodec.policy import LOOKUP_MOST
-from src.model.duodec.rules import branch_points, kind, on_every_core
+from src.model.duodec.rules import kind, on_every_core
 from src.model.duodec.stats import TurnStats
 from src.model.duodec.worker import DraftJob
 from src.model.ngram import NgramIndex
@@ -68,10 +66,6 @@ class RoundStats:
     draft_busy: float = 0.0
     free_rounds: int = 0
     free_accepted: int = 0
-    outcomes: int = 0  # verification outcomes pre-drafted beside the forwards (Drafter.predraft)
-    predrafted: int = 0  # tokens drafted for them
-    branch_hits: int = 0  # rejections answered by a pre-drafted outcome
-    branch_tokens: int = 0  # tokens accepted from those outcomes' drafts (what the hits saved)
     mode_threads: dict = field(default_factory=dict)  # mode -> (target's threads, draft's or None)
     start: float = field(default_factory=time.perf_counter)
 
@@ -99,8 +93,7 @@ class RoundStats:
                 "threads": {"target": most(0), "draft": most(1)},
                 "mode_threads": {m: {"target": t, "draft": d} for m, (t, d) in self.mode_threads.items()},
                 "verify_ms": mean(self.verify_s, 1e3), "verify_tokens": round(mean(self.verify_tokens), 2),
-                "free_rounds": self.free_rounds, "free_accepted": self.free_accepted, "outcomes": self.outcomes,
-                "predrafted": self.predrafted, "branch_hits": self.branch_hits, "branch_tokens": self.branch_tokens,
+                "free_rounds": self.free_rounds, "free_accepted": self.free_accepted,
                 "target_idle_share": round(self.target_idle / wall, 4) if wall else 0.0,
                 "catch_up_idle_share": round(self.catch_up_idle / wall, 4) if wall else 0.0,
                 "draft_idle_share": round(max(0.0, 1 - self.draft_busy / wall), 4) if wall else 0.0}
@@ -123,14 +116,13 @@ class Threads:
 @dataclass(kw_only=True)
 class Options:
     """The method's choices (see add_args): most theta-rule sequences, forced k, catch-up tokens, n-gram for free
-    candidates, verification outcomes pre-drafted beside the forward, drafts that end within the forward, (under
+    candidates, drafts that end within the forward, (under
     sampling) drafts drawn from the draft rather than its top tokens, the target going on while the draft reads the
     prompt, and looked-up tokens after the pending draft."""
     max_seqs: int = 1
     force_k: int = 0
     catch_up: object = 0  # draft tokens, or "auto"
     lookup_ngram: int = 0
-    branches: int = 0
     fit: bool = True
     draw: bool = True
     read_beside: bool = True
@@ -144,13 +136,13 @@ def free_candidates(index, seq, n, tail=()):
     return index.lookup(seq, n, tail) if index and n > 0 else []
 
 
-NO_DRAFTS = Drafts([[]], [0], 1, [[]])
+NO_DRAFTS = Drafts([[]], [0], 1)
 
 
 @dataclass
 class Answer:
     """One answer's state: the sequence (prompt and verified tokens), the new tokens, each round's gain, the
-    pending draft (drafted tokens only the first of which may be verified) with the draft's odds, and what it
+    pending draft (drafted tokens only the first of which may be verified), and what it
     decodes with (sampling, the torch generator, the n-gram index of its free candidates, its statistics)."""
     seq: list
     max_new_tokens: int
@@ -162,11 +154,9 @@ class Answer:
     new: list = field(default_factory=list)
     accepts: list = field(default_factory=list)
     pending: list = field(default_factory=list)
-    odds: list = field(default_factory=list)
     q: list = field(default_factory=list)  # the pending draft's draw distributions (None: deterministic)
     looks: list = field(default_factory=list)  # (position, looked-up tokens) not yet judged by the answer's text
     reading: bool = False  # the draft is still reading the prompt (the prefill round's job is in flight)
-    on_branch: bool = False  # the pending draft continues a pre-drafted outcome
     done: bool = False
 
     @property
@@ -185,7 +175,6 @@ class Plan:
     with the threads each side has."""
     mode: str
     chain: list
-    odds: list
     q: list
     looked_up: bool = False
     extra: list = field(default_factory=list)
@@ -217,7 +206,7 @@ class Rounds:
             drafts, beside_s = self.collect(ans, p, v)
             gained = self.accept(ans, p, v, drafts)
             ans.clock.gained(gained)
-            self.advance(ans, gained, drafts, p, v.held)
+            self.advance(ans, gained, drafts, p)
             if not prefill:
                 self.observe(ans, p, v, len(gained), (time.perf_counter() - t0, beside_s))
             prefill = False
@@ -247,9 +236,9 @@ class Rounds:
         ans.stats.ran_on(mode, (target_threads, draft_threads))
         gamma = self.budget.gamma()
         ans.stats.gammas.append(gamma)
-        p = Plan(mode, ans.pending, ans.odds, ans.q, prefill=prefill, draft_threads=draft_threads)
+        p = Plan(mode, ans.pending, ans.q, prefill=prefill, draft_threads=draft_threads)
         if not p.chain and ans.room > 0:
-            p.chain, p.odds = self.look_up(ans, [])[:self.lookup_len(ans, [])], []
+            p.chain = self.look_up(ans, [])[:self.lookup_len(ans, [])]
             p.q = [None] * len(p.chain)
             p.looked_up = bool(p.chain)
             ans.stats.free_rounds += p.looked_up
@@ -259,7 +248,7 @@ class Rounds:
             wait_for = gamma if what == "sequential" else self.budget.catch_up_len() if what == "overlap" else 0
         if wait_for:
             caught, p.caught_s = self.catch_up(ans, p, wait_for)
-            p.chain, p.odds, p.q = caught.seqs[0], caught.odds[0], caught.rows(0)
+            p.chain, p.q = caught.seqs[0], caught.rows(0)
         if p.chain and not p.looked_up and self.opt.extend:
             p.extra = self.look_up(ans, p.chain)[:self.lookup_len(ans, p.chain)]
             ans.stats.free_rounds += bool(p.extra)
@@ -298,24 +287,20 @@ class Rounds:
         token. Returns the drafts and the job's seconds."""
         n = min(n, ans.room)
         self.worker.submit(DraftJob(context=ans.seq, depth=n, max_seqs=1, depths=self.budget.depths(n),
-                                    odds=self.opt.branches > 0, threads=p.draft_threads, sample=self.draw(ans)))
+                                    threads=p.draft_threads, sample=self.draw(ans)))
         drafts, draft_s = ans.stats.wait(self.worker, catching_up=True)
         self.budget.observe_job(drafts, draft_s)
         return drafts, draft_s
 
     def job_beside(self, ans, p, gamma):
-        """The overlapped draft job: it continues the chain while the target verifies it,
-        drafting what ends within the forward (round 1: one token, ready when the prefill ends), then, with the time
-        the forward leaves, the likeliest outcomes where the chain would fail (greedy drafts only)."""
+        """The overlapped draft job: it continues the chain while the target verifies it, drafting what ends
+        within the forward (round 1: one token, ready when the prefill ends)."""
         left = ans.room - len(p.chain)
         fed = len(ans.seq) - self.target.length + len(p.chain) + len(p.extra)
         depth = 1 if p.prefill else min(gamma, left, self.budget.fits(fed) if self.opt.fit else left)
-        sample = self.draw(ans)
-        branch = self.opt.branches if depth > 1 and sample is None else 0
         return DraftJob(context=ans.seq + p.chain, depth=depth, max_seqs=self.opt.max_seqs if depth > 1 else 1,
-                        depths=self.budget.depths(gamma), force_k=self.opt.force_k,
-                        branch_at=branch_points(p.odds, len(ans.seq), branch), until_s=self.budget.now.forward(fed),
-                        odds=self.opt.branches > 0, threads=p.draft_threads, sample=sample)
+                        depths=self.budget.depths(gamma), force_k=self.opt.force_k, threads=p.draft_threads,
+                        sample=self.draw(ans))
 
     def draw(self, ans):
         """Under sampling, the draft draws its sequences from its distribution (temperature, top-k, top-p and a
@@ -346,10 +331,7 @@ class Rounds:
             return NO_DRAFTS, 0.0
         if not v.held:
             self.worker.stop_early()
-        self.worker.forward_ended()
         drafts, draft_s = ans.stats.wait(self.worker)
-        ans.stats.outcomes += len(drafts.seqs) - drafts.k
-        ans.stats.predrafted += drafts.predrafted
         if not p.prefill:
             self.budget.observe_job(drafts, draft_s)
         return drafts, draft_s
@@ -361,7 +343,6 @@ class Rounds:
         extra = max(0, len(gained) - len(p.chain)) if p.extra else 0
         looked_up = len(gained) if p.looked_up else extra
         ans.stats.free_accepted += looked_up  # looked-up tokens say nothing of the draft's acceptance
-        ans.stats.branch_tokens += min(len(gained), len(p.chain)) if ans.on_branch else 0
         if not p.looked_up:
             drafted = len(gained) - looked_up
             self.budget.record(drafted, drafted + (not v.held))  # tested: the accepted, then a rejection
@@ -372,17 +353,15 @@ class Rounds:
             self.budget.record(hit is not None, 1)
         return gained + [nxt]
 
-    def advance(self, ans, gained, drafts, p, held):
-        """Append the gained tokens; the next pending draft is what the draft holds beyond them: a sequence that
-        continues the accepted first token, or the branch that put the target's own token where the chain failed."""
+    def advance(self, ans, gained, drafts, p):
+        """Append the gained tokens; the next pending draft is what the draft holds beyond them: the sequence that
+        continues the accepted first token."""
         ans.seq += gained
         ans.new += gained
         self.judge_lookups(ans)
         ans.accepts.append(len(gained))
         ans.done = stopped(gained, self.target.stop_ids)
-        ans.pending, ans.odds, ans.q = drafts.continuation(p.job.context if p.job else [], ans.seq)
-        ans.on_branch = bool(ans.pending) and not held
-        ans.stats.branch_hits += ans.on_branch
+        ans.pending, ans.q = drafts.continuation(p.job.context if p.job else [], ans.seq)
 
     def observe(self, ans, p, v, gained, seconds):
         """What a round (after the prefill) measured: its forward (its jobs were observed as they ended), the rest

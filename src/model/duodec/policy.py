@@ -172,7 +172,7 @@ class Budget:
         cost)."""
         if seconds and not self.switched and drafts.synced <= READ_AT_MOST:
             single = self.step_cost(drafts.k) / self.draft_step[1]
-            self.now.observe_draft(seconds - drafts.branch_s, drafts.steps, drafts.step_s, single)
+            self.now.observe_draft(seconds, drafts.steps, drafts.step_s, single)
 
     def fits(self, fed):
         """Draft tokens that end within the target's forward over `fed` tokens: more would make it wait."""

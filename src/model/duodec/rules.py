@@ -1,6 +1,6 @@
 """DuoDecoding's rules as pure functions: the paper's (the theta rule for k sequences, gamma from the speed
 ratio, k sequences sharing gamma) and this project's (expected tokens of a chain, the overlapped pipeline's
-rate, where to branch), and the names of the ways a round can run. No state, no timing: policy.py feeds them
+rate), and the names of the ways a round can run. No state, no timing: policy.py feeds them
 what the rounds measured."""
 import numpy as np
 
@@ -59,15 +59,3 @@ def overlap_rate(a, full, empty, g, c=0):
     tokens, in one empty round and a^(c + 1) / (1 - a^(g + 1)) full ones."""
     return (1 / (1 - a)) / (empty + a ** (c + 1) * full / (1 - a ** (g + 1)))
 
-
-def branch_points(odds, base, slots, floor=0.05):
-    """The likeliest outcomes of verifying the pending draft other than its holding: up to `slots` (position
-    base + i, the draft's runner-up token there, the odds), most likely first. Position i is rejected in favour of
-    that token with probability about reach_i * p_alt_i, reach_i being the draft's own chance of holding up to i
-    (a calibrated draft's estimate); outcomes under `floor` are not worth drafting."""
-    reach, scored = 1.0, []
-    for i, (p_top, alt, p_alt) in enumerate(odds):
-        if alt >= 0 and reach * p_alt >= floor:
-            scored.append((reach * p_alt, base + i, alt))
-        reach *= p_top
-    return [(pos, alt, p) for p, pos, alt in sorted(scored, reverse=True)[:slots]]

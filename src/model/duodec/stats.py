@@ -5,25 +5,18 @@ from dataclasses import asdict, dataclass, field, fields
 @dataclass
 class TurnStats:
     """Per turn. Rounds: k_hist (rounds by the number of sequences tried), gamma (mean), acceptance (the draft's, per
-    token), lookup_acceptance (the share of looked-up tokens kept, of those reached), tree_rounds, free_rounds /
-    free_accepted (rounds that verified looked-up tokens, and what they gained), outcomes / predrafted (verification
-    outcomes pre-drafted beside the forwards, and their drafted tokens), branch_hits / branch_tokens (rejections
-    answered by a pre-drafted outcome, and the tokens accepted from it). Time: verify_ms and verify_tokens (mean forward after the
-    prefill, and the tokens it fed), target_idle_share (of which catch_up_idle_share: waiting for catch-up drafts),
-    draft_idle_share. Modes: mode_rounds, mode_switches (why), mode_rates (modelled tokens/s), mode_measured
+    token), lookup_acceptance (the share of looked-up tokens kept, of those reached), free_rounds / free_accepted
+    (rounds that verified looked-up tokens, and what they gained). Time: verify_ms and verify_tokens (mean forward
+    after the prefill, and the tokens it fed), target_idle_share (of which catch_up_idle_share: waiting for catch-up
+    drafts), draft_idle_share. Modes: mode_rounds, mode_switches (why), mode_rates (modelled tokens/s), mode_measured
     (gained tokens/s), mode_costs_ms (the measured costs of each mode that ran, under its name), mode_threads (the
     threads each side had in each mode that ran) and threads (the most each side had in any)."""
     k_hist: dict = field(default_factory=dict)
     gamma: float = 0.0
     acceptance: float = 0.0
     lookup_acceptance: float = 0.0
-    tree_rounds: int = 0
     free_rounds: int = 0
     free_accepted: int = 0
-    outcomes: int = 0
-    predrafted: int = 0
-    branch_hits: int = 0
-    branch_tokens: int = 0
     verify_ms: float = 0.0
     verify_tokens: float = 0.0
     target_idle_share: float = 0.0

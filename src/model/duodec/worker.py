@@ -51,25 +51,22 @@ class DraftJob:
     max_seqs: int
     depths: dict = None
     force_k: int = 0
-    branch_at: list = ()  # outcomes to pre-draft: (position, token, odds)
-    until_s: float = None  # seconds from the job's start within which pre-drafting ends (None: no bound)
-    odds: bool = False
     threads: int = None  # llama.cpp's threads for this job (None: as they are)
     sample: tuple = None  # (temperature, top_k, top_p, seed): draw from the draft (Drafter.draw)
 
-    def run(self, drafter, cancel, ended):
+    def run(self, drafter, cancel):
         if self.threads:
             drafter.draft.set_threads(self.threads)
-        return drafter.run(self, cancel, ended)
+        return drafter.run(self, cancel)
 
 
-def serve(drafter, next_job, send, cancel, ended):
+def serve(drafter, next_job, send, cancel):
     """The worker's loop, for both transports: run each job until None, answer ("ok", result, seconds)
     or ("error", traceback, 0), and keep serving."""
     while (job := next_job()) is not None:
         t0 = time.perf_counter()
         try:
-            send(("ok", job.run(drafter, cancel, ended), time.perf_counter() - t0))
+            send(("ok", job.run(drafter, cancel), time.perf_counter() - t0))
         except Exception:  # noqa: BLE001 - reported to the caller, who raises it
             send(("error", traceback.format_exc(), 0.0))
 
@@ -88,9 +85,9 @@ def wait_for(ready, fetch, alive, died, timeout):
     return out, secs
 
 
-def _thread_main(drafter, next_job, send, cancel, ended, cores):
+def _thread_main(drafter, next_job, send, cancel, cores):
     pin(cores)
-    serve(drafter, next_job, send, cancel, ended)
+    serve(drafter, next_job, send, cancel)
 
 
 class ThreadWorker:
@@ -98,25 +95,20 @@ class ThreadWorker:
 
     def __init__(self, draft, cores=None):
         self.jobs, self.results = queue.Queue(), queue.Queue()
-        self.cancel, self.ended = threading.Event(), threading.Event()
+        self.cancel = threading.Event()
         self.thread = threading.Thread(target=_thread_main, daemon=True, args=(
-            Drafter(draft), self.jobs.get, self.results.put, self.cancel, self.ended, cores))
+            Drafter(draft), self.jobs.get, self.results.put, self.cancel, cores))
         self.thread.start()
         self._answer, self.timeout = None, WORKER_TIMEOUT
 
     def submit(self, job):
         self.cancel.clear()
-        self.ended.clear()
         self.timeout = job_timeout(job)
         self.jobs.put(job)
 
     def stop_early(self):
         """Stop drafting: what the job drafts is no longer wanted."""
         self.cancel.set()
-
-    def forward_ended(self):
-        """The target's forward ended: the job finishes its sequences, but pre-drafts no more outcomes."""
-        self.ended.set()
 
     def _ready(self, timeout):
         if self._answer is None:
@@ -180,7 +172,7 @@ class WorkerSpec:
         return Draft(self.path, threads=self.threads, n_ctx=self.n_ctx, n_seq=self.n_seq, repack=self.repack)
 
 
-def _process_main(spec, conn, cancel, ended):
+def _process_main(spec, conn, cancel):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report, once
     pin(spec.cores)
     if not spec.hf_device:  # llama.cpp has its own threads; torch only draws a sampled chain's tokens
@@ -188,7 +180,7 @@ def _process_main(spec, conn, cancel, ended):
         torch.set_num_threads(1)
     drafter = Drafter(spec.load())
     conn.send(("ready", None, 0.0))
-    serve(drafter, lambda: conn.poll(None) and conn.recv(), conn.send, cancel, ended)
+    serve(drafter, lambda: conn.poll(None) and conn.recv(), conn.send, cancel)
 
 
 class ProcessWorker:
@@ -198,9 +190,9 @@ class ProcessWorker:
     def __init__(self, draft, cores=None):
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.cancel, self.ended = ctx.Event(), ctx.Event()
+        self.cancel = ctx.Event()
         spec = WorkerSpec.of(draft, cores)
-        self.proc = ctx.Process(target=_process_main, daemon=True, args=(spec, child, self.cancel, self.ended))
+        self.proc = ctx.Process(target=_process_main, daemon=True, args=(spec, child, self.cancel))
         self.timeout = WORKER_TIMEOUT
         self.proc.start()
         self.result(READY_TIMEOUT)  # importing, then loading the model
@@ -214,7 +206,6 @@ class ProcessWorker:
 
     def submit(self, job):
         self.cancel.clear()
-        self.ended.clear()
         self.timeout = job_timeout(job)
         try:
             self.conn.send(job)
@@ -224,10 +215,6 @@ class ProcessWorker:
     def stop_early(self):
         """Stop drafting: what the job drafts is no longer wanted."""
         self.cancel.set()
-
-    def forward_ended(self):
-        """The target's forward ended: the job finishes its sequences, but pre-drafts no more outcomes."""
-        self.ended.set()
 
     def done(self):
         """Whether the last job's answer is in (or the worker is gone: result() then says so), without waiting."""
