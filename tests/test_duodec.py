@@ -48,6 +48,25 @@ def test_batched_sequences_match_drafting_each_alone(tiny):
         assert got == seq
 
 
+def test_the_default_restarts_a_drained_pipeline_with_a_chain(tiny):
+    """After a rejection the default waits for an SpS-sized catch-up draft (the target idles for it), so the next
+    forward verifies a chain; --catch-up 0, the paper's pre-verify round, never waits. Both stay identical to AR."""
+    target = Target(tiny["target"])
+    prompts = [target.tokenizer(p)["input_ids"] for p in PROMPTS]
+    idle = {}
+    for catch_up in ("auto", 0):
+        kw = {} if catch_up == "auto" else {"catch_up": 0}
+        assert duodec.Config.from_args(args(**kw)).catch_up == catch_up
+        fwd = duodec.make(args(**kw), target, Draft(str(tiny["draft"]) + ".gguf", n_ctx=512))
+        try:
+            outs = [fwd(p, 40, Sampling(), None) for p in prompts]
+        finally:
+            fwd.close()
+        greedy_mismatches(target, prompts, [o.token_ids for o in outs], 40, f"catch_up={catch_up}")
+        idle[catch_up] = sum(o.stats["catch_up_idle_share"] for o in outs)
+    assert idle["auto"] > 0 and idle[0] == 0, idle
+
+
 @pytest.mark.parametrize("variant", [
     dict(gamma="4"),                           # one sequence, a fixed gamma (PEARL with a CPU draft)
     dict(force_seqs=3, gamma="9"),             # k forced to 3 (3 tokens each)
