@@ -14,7 +14,7 @@ import torch
 
 from src.argtypes import Parser
 from src.eval.cli import run_cli
-from src.eval.inference import add_common_args, build, check_device, close_run
+from src.eval.inference import add_common_args, build, check_device, chosen_method, close_run
 from src.eval.prompts import check_prompt, prompt_ids
 from src.model import METHODS, add_method_args, check_draft, check_method_args, load_method
 from src.model.base import LISTENER, Sampling
@@ -50,11 +50,7 @@ def parser(method):
 
 
 def parse_args(argv):
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--method", default="ar")
-    method = pre.parse_known_args(argv)[0].method
-    if method not in METHODS:
-        Parser().error(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    method = chosen_method(argv)
     ap = parser(method)
     args = ap.parse_args(argv)
     module = load_method(method)
@@ -72,8 +68,8 @@ class Generator:
         """Flags as inference's, as a list (`["--method", "duodec"]`) or as keywords (`method="duodec"`)."""
         argv = list(argv or []) + [x for k, v in flags.items() if v is not False
                                    for x in ([f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)]))]
-        self.args = args = parse_args(argv)[0]
-        module = load_method(args.method)
+        args, module = parse_args(argv)
+        self.args = args
         self.target, self.cores, self.draft, self.forward = build(args, module)
         self.template = args.template or self.target.template
         self.sampling = Sampling(args.temperature, args.top_k, args.top_p)

@@ -13,6 +13,7 @@ it ($HF_HOME, $HF_HUB_CACHE, $HF_HUB_OFFLINE), here as on the command line.
 template, through its tokenizer) or "raw" (the text as is). `fetch` names the command that makes a
 missing model.
 """
+import functools
 import os
 import re
 from pathlib import Path
@@ -74,6 +75,7 @@ HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?(:[^:]+)?")
 HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
 
+@functools.cache  # resolve() runs several times per run: ask the hub once per name
 def from_hub(name, flag):
     """ORG/NAME[@REVISION] -> its snapshot folder; ORG/REPO[@REVISION]:FILE -> the one file matching FILE.
     huggingface_hub's snapshot_download fetches what is missing, or reads only the cache where the hub is off

@@ -288,13 +288,19 @@ def parser(method="ar"):
     return ap
 
 
-def parse_args(argv=None):
-    """Two passes: --method first, then the common flags and that method's own."""
+def chosen_method(argv):
+    """The first of two passes over the flags: --method alone, so its own flags can be added for the second."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--method", default="ar")
     method = pre.parse_known_args(argv)[0].method
     if method not in METHODS:
         Parser().error(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    return method
+
+
+def parse_args(argv=None):
+    """Two passes: --method first, then the common flags and that method's own."""
+    method = chosen_method(argv)
     try:
         ap = parser(method)
     except NotImplementedMethod as e:
